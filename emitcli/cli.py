@@ -1,0 +1,298 @@
+"""The ``emit`` command: a thin Typer layer over the library objects."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+
+from . import __version__
+from .console import make_console, progress, report_failure, say, summary
+from .errors import EmitError, LoadError
+from .inputs import STDIN, Record, read_records
+from .loader import load_router
+from .router.core import Router
+from .runner import Failure, Runner, format_traceback
+
+#: Exit codes, as DESIGN.md fixes them.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="emit",
+    help="Run a graph of Python functions over streams: in this process, or on RQ workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+Locator = Annotated[
+    str,
+    typer.Argument(
+        help="Where the Router is: module:attr, module.attr or path/to/file.py:attr.",
+        show_default=False,
+    ),
+]
+AppDir = Annotated[
+    Path | None,
+    typer.Option("--app-dir", help="Import the graph from this directory (before the current one)."),
+]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress line and no summary.")]
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "-v", "--verbose", count=True, help="Show tracebacks; twice, emit's debug log too."
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"emit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Run a graph of Python functions over streams: in this process, or on RQ workers."""
+
+
+@app.command()
+def run(
+    locator: Locator,
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(help="Input files; '-' or none reads stdin.", show_default=False),
+    ] = None,
+    field: Annotated[
+        str, typer.Option("--field", "-f", help="Field that holds each raw line.")
+    ] = "line",
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Read JSON lines: each object's keys are the fields.")
+    ] = False,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            help="Print what this node sends (repeatable; patterns as in subscriptions). "
+            "Default: the sinks, nodes no other node subscribes to.",
+            show_default=False,
+        ),
+    ] = None,
+    dead_letter: Annotated[
+        Path | None,
+        typer.Option(
+            "--dead-letter",
+            help="Append each failed record, with its error, as a JSON line to this file.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
+    app_dir: AppDir = None,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Send each input line through the graph; print what its sinks send as JSON lines.
+
+    Output goes to stdout, one compact JSON object per line: the message's fields
+    plus "@node", the node that sent it.  Progress, errors, a summary and whatever
+    the nodes print go to stderr.  Exit status: 0 all handled, 1 some record or
+    node failed, 2 usage or graph error, 130 interrupted.
+    """
+    console = make_console()
+    _setup_logging(verbose)
+    router = _load(locator, app_dir, verbose)
+    sources = files or [STDIN]
+    for source in sources:
+        if source != STDIN and not os.path.isfile(source):
+            _usage_error(f"no input file {source!r}")
+    if not field.isidentifier():
+        _usage_error(f"--field {field!r} is not a valid field name")
+
+    def report(failure: Failure) -> None:
+        trace = format_traceback(failure.error) if verbose and failure.error else None
+        report_failure(console, failure, trace)
+
+    letters = open(dead_letter, "a", encoding="utf-8") if dead_letter else None  # noqa: SIM115
+    with _claim_stdout() as out, letters or nullcontext():
+        try:
+            runner = Runner(
+                router,
+                out=out,
+                outputs=output or (),
+                report=report,
+                dead_letter=letters,
+                fail_fast=fail_fast,
+            )
+        except EmitError as exc:
+            _usage_error(str(exc))
+        records = read_records(sources, json_lines=json_lines, field=field)
+        code = _run(runner, records, console, quiet)
+    raise typer.Exit(code)
+
+
+def _run(runner: Runner, records: Iterator[Record], console: Any, quiet: bool) -> int:
+    """Run with signals handled; return the exit code."""
+    watched = _Interrupts(runner)
+    with watched, progress(console, runner.stats, enabled=not quiet):
+        try:
+            runner.run(watched.reading(records))
+        except KeyboardInterrupt:
+            runner.interrupted = True
+    stats = runner.stats
+    if runner.closed:
+        return EXIT_FAILED if stats.failed else EXIT_OK
+    if runner.interrupted:
+        if runner.record_in_flight():
+            runner.abandon(f"interrupted by signal {watched.signum}")
+        say(console, summary(stats, interrupted=True))
+        return 128 + watched.signum
+    if not quiet:
+        say(console, summary(stats))
+    return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM: the first stops the run at a whole line, a second at once.
+
+    While the run waits for input, nothing is in flight, so the signal raises
+    KeyboardInterrupt there and then; while a record is being processed it only
+    sets a flag, which the runner checks after each output line and each record.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.signum = signal.SIGINT
+        self.waiting = False
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signal.Signals(signum)
+        if self.waiting or self.runner.interrupted:
+            raise KeyboardInterrupt
+        self.runner.interrupted = True
+
+    def reading(self, records: Iterator[Record]) -> Iterator[Record]:
+        """Pass records through, marking the time spent waiting for them."""
+        iterator = iter(records)
+        while True:
+            self.waiting = True
+            try:
+                record = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.waiting = False
+            yield record
+
+
+@contextmanager
+def _claim_stdout() -> Iterator[IO[bytes]]:
+    """Keep stdout for JSON lines only; what nodes print goes to stderr.
+
+    At the descriptor level, so child processes and C extensions that write to
+    fd 1 cannot corrupt the output either.  Writes go straight to the saved
+    descriptor, one call per line, so nothing is left in a buffer to fail at
+    exit when the reader (``head``) has gone.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd < 0:  # an in-memory stdout, as under a test runner
+        saved = sys.stdout
+        out = sys.stdout.buffer
+        sys.stdout = sys.stderr
+        try:
+            yield out
+        finally:
+            sys.stdout = saved
+        return
+
+    sys.stdout.flush()
+    out_fd = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    saved = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield _FdWriter(out_fd)  # type: ignore[misc]
+    finally:
+        sys.stdout = saved
+        os.dup2(out_fd, fd) if _alive(out_fd) else None
+        os.close(out_fd)
+
+
+class _FdWriter:
+    """The smallest binary writer: whole writes to one descriptor, no buffer."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _alive(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _load(locator: str, app_dir: Path | None, verbose: int) -> Router:
+    try:
+        return load_router(locator, app_dir)
+    except LoadError as exc:
+        if verbose and exc.__cause__ is not None:
+            print(format_traceback(exc.__cause__), file=sys.stderr)
+        _usage_error(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _usage_error(text: str) -> None:
+    say(make_console(), text, "red")
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("emit: %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("emitcli")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

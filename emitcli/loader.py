@@ -1,0 +1,142 @@
+"""Finding the user's Router from a locator such as ``app.router``.
+
+Accepted forms: ``module:attr``, ``module.attr`` and ``path/to/file.py:attr``
+(``attr`` may be dotted).  The current directory is importable, as it is for
+``python -m``; ``app_dir`` puts another directory first.  Every failure is a
+:class:`LoadError` whose message is one line naming the module, attribute or
+file, and, for an error raised inside the user's own module, the real cause
+with the file and line it came from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import LoadError
+from .router.core import Router
+
+
+def load_router(locator: str, app_dir: str | os.PathLike[str] | None = None) -> Router:
+    """Import what ``locator`` names and return it, refusing anything but a Router."""
+    _extend_path(app_dir)
+    module_part, attr = _split(locator)
+    module = _import(module_part)
+    target = _lookup(module, attr, locator)
+    if not isinstance(target, Router):
+        kind = type(target).__name__
+        raise LoadError(
+            f"{locator!r} is a {kind}, not an emitcli Router"
+            + _routers_hint(module)
+        )
+    return target
+
+
+def _extend_path(app_dir: str | os.PathLike[str] | None) -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if not os.path.isdir(path):
+            raise LoadError(f"--app-dir {str(app_dir)!r} is not a directory")
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
+def _split(locator: str) -> tuple[str, str]:
+    if ":" in locator:
+        module, _, attr = locator.rpartition(":")
+    elif "." in locator and not locator.endswith(".py"):
+        module, _, attr = locator.rpartition(".")
+    else:
+        raise LoadError(
+            f"{locator!r} does not name a router; write module:attr, module.attr "
+            "or path/to/file.py:attr (for example app:router)"
+        )
+    if not module or not attr:
+        raise LoadError(f"{locator!r} is missing a module or an attribute name")
+    return module, attr
+
+
+def _import(module: str) -> ModuleType:
+    if module.endswith(".py") or os.sep in module or "/" in module:
+        return _import_file(Path(module))
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise LoadError(
+                f"no module named {exc.name!r} (looked in {_where_looked()})"
+            ) from exc
+        raise LoadError(f"importing {module!r} failed: {_cause(exc)}") from exc
+    except Exception as exc:
+        raise LoadError(f"importing {module!r} failed: {_cause(exc)}") from exc
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise LoadError(f"no file {str(path)!r}")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"{str(path)!r} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise LoadError(f"importing {str(path)!r} failed: {_cause(exc)}") from exc
+    return module
+
+
+def _lookup(module: ModuleType, attr: str, locator: str) -> Any:
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise LoadError(
+                f"module {module.__name__!r} has no attribute {attr!r}" + _routers_hint(module)
+            ) from None
+    return target
+
+
+def _routers_hint(module: ModuleType) -> str:
+    names = sorted(k for k, v in vars(module).items() if isinstance(v, Router))
+    if not names:
+        return f" (no Router is defined at the top of {module.__name__!r})"
+    return f" (Routers in {module.__name__!r}: {', '.join(names)})"
+
+
+def _cause(exc: BaseException) -> str:
+    """``Type: text (file, line N)`` of the deepest frame outside the import machinery."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in f.filename and not f.filename.startswith("<frozen")
+    ]
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}, line {exc.lineno})"
+    elif frames:
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    text = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or str(exc))
+    return f"{type(exc).__name__}: {text}{where}"
+
+
+def _where_looked() -> str:
+    shown = [p or os.getcwd() for p in sys.path[:2]]
+    return ", ".join(shown) + "; run from your project's folder or pass --app-dir"

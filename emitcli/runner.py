@@ -1,0 +1,216 @@
+"""``emit run`` as a library object: records in, JSON lines out, failures kept.
+
+:class:`Runner` feeds records to a :class:`~emitcli.local.LocalEngine`, writes
+one JSON object per line for each message a selected node sends, and turns
+every failure (a bad input line, a node that raised, a message dropped at the
+hop limit) into a report and, when asked, a dead-letter record.  The command
+line in :mod:`emitcli.cli` only wires options and the terminal to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .errors import EmitError
+from .inputs import Record
+from .local import LocalEngine, StopRun
+from .messages import ENTRY_POINT, Message
+from .node import NodeSpec
+from .patterns import NameIndex, as_patterns
+from .router.core import Router
+
+#: The key that names the producing node in each output object.  Fields are
+#: Python identifiers, so no field can ever be called this.
+NODE_KEY = "@node"
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass
+class Failure:
+    """One failed record or hop, as reported and as written to a dead-letter file."""
+
+    record: Record
+    node: str | None
+    error: BaseException | None
+    reason: str
+    message: dict[str, Any] | None = None
+
+    def line(self) -> str:
+        """The one-line report: place, node, error."""
+        node = f"node {self.node!r} " if self.node else ""
+        return f"{self.record.where}: {node}{self.reason}"
+
+    def as_record(self, run_id: str) -> dict[str, Any]:
+        """The dead-letter record: enough for ``emit replay`` to send it again."""
+        out: dict[str, Any] = {
+            "kind": "dead-letter",
+            "run": run_id,
+            "source": self.record.source,
+            "line": self.record.line,
+            "node": self.node,
+            "error": {
+                "type": type(self.error).__name__ if self.error else "InputError",
+                "text": self.reason,
+            },
+            "message": self.message,
+            "input": self.record.fields,
+        }
+        if self.record.fields is None:
+            out.update(self.record.raw_for_record())
+        return out
+
+
+@dataclass
+class Stats:
+    """Counts of one run, read live by the progress display."""
+
+    records: int = 0
+    outputs: int = 0
+    errors: int = 0
+    bad_input: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def failed(self) -> int:
+        return self.errors + self.bad_input
+
+
+class Runner:
+    """Run records through a router's graph in this process.
+
+    :param out: binary stream for the JSON lines, flushed after each line.
+    :param outputs: patterns choosing the nodes whose messages are printed;
+        default, the graph's sinks.
+    :param report: called with each :class:`Failure` as it happens.
+    :param dead_letter: text stream for dead-letter JSON lines, or ``None``.
+    :param fail_fast: stop at the first failure.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        out: IO[bytes],
+        outputs: Iterable[str] = (),
+        report: Callable[[Failure], None] = lambda failure: None,
+        dead_letter: IO[str] | None = None,
+        fail_fast: bool = False,
+    ) -> None:
+        if not router.routes[ENTRY_POINT]:
+            raise EmitError(
+                "the graph has no entry point; mark a node with entry_point=True "
+                "or call router.add_entry_point(name)"
+            )
+        self.router = router
+        self.out = out
+        self.report = report
+        self.dead_letter = dead_letter
+        self.fail_fast = fail_fast
+        self.stats = Stats()
+        self.interrupted = False
+        self.closed = False
+        self._record: Record | None = None
+        self._done = True
+        self._suffix: dict[str, bytes] = {}
+        self.engine = LocalEngine(
+            router,
+            on_output=self._write,
+            outputs=select_nodes(router, outputs) if outputs else None,
+            on_error=self._node_failed,
+        )
+
+    def run(self, records: Iterable[Record]) -> Stats:
+        """Process every record (or until stopped); return the counts."""
+        stats = self.stats
+        send = self.engine.send
+        new = self.router.message_class
+        try:
+            for record in records:
+                self._record = record
+                self._done = False
+                stats.records += 1
+                if record.fields is None:
+                    stats.bad_input += 1
+                    self._fail(Failure(record, None, None, record.error or "bad input"))
+                else:
+                    send(new(record.fields))
+                self._done = True
+                if self.interrupted:
+                    break
+        except StopRun:
+            pass
+        return stats
+
+    def record_in_flight(self) -> bool:
+        """Whether the run stopped part-way through a record."""
+        return self._record is not None and not self._done
+
+    def abandon(self, reason: str) -> None:
+        """Report the record in flight and keep it in the dead-letter file."""
+        assert self._record is not None
+        self.fail_fast = False
+        self._fail(Failure(self._record, None, None, reason))
+
+    # Output ----------------------------------------------------------------
+
+    def _write(self, spec: NodeSpec, fields: dict[str, Any]) -> None:
+        suffix = self._suffix.get(spec.name)
+        if suffix is None:
+            suffix = self._suffix[spec.name] = _encode({NODE_KEY: spec.name})[1:].encode()
+        body = _encode(fields).encode()
+        line = body[:-1] + (b"," if len(body) > 2 else b"") + suffix + b"\n"
+        try:
+            self.out.write(line)
+            self.out.flush()
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, as Unix filters do.
+            self.closed = True
+            raise StopRun from None
+        self.stats.outputs += 1
+        if self.interrupted:
+            raise StopRun
+
+    # Failures --------------------------------------------------------------
+
+    def _node_failed(self, node: str, message: Message, exc: BaseException) -> None:
+        self.stats.errors += 1
+        record = self._record or Record("-", 0, None)
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EmitError) else str(exc)
+        if not isinstance(exc, EmitError):
+            reason = f"raised {reason}"
+        self._fail(Failure(record, node, exc, reason, message.as_dict()))
+
+    def _fail(self, failure: Failure) -> None:
+        self.report(failure)
+        if self.dead_letter is not None:
+            self.dead_letter.write(json.dumps(failure.as_record(self.engine.run_id)) + "\n")
+            self.dead_letter.flush()
+        if self.fail_fast:
+            raise StopRun
+
+
+def select_nodes(router: Router, patterns: Iterable[str]) -> set[str]:
+    """Names of the nodes matched by ``--output`` patterns; each must match one."""
+    index = NameIndex(router.nodes)
+    chosen: set[str] = set()
+    for pattern in as_patterns(list(patterns), "--output"):
+        found = pattern.select(index)
+        if not found:
+            known = ", ".join(sorted(router.nodes))
+            raise EmitError(f"--output {pattern.text!r} matches no node (nodes: {known})")
+        chosen |= found
+    return chosen
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)).rstrip()
