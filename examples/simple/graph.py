@@ -7,14 +7,19 @@ Run it as the 2013 library did, the whole of stdin as one document:
 or as a shell filter, each line a document, one JSON line per word counted:
 
     emit run examples.simple.graph:router --field document < some.txt
+
+The nodes report what they do through logging, which the script sends to
+stdout; under ``emit run`` nobody configures it, so the nodes stay quiet.
 """
 
+import logging
 import sys
 from collections import Counter
 
 from emitcli import Router
 
 router = Router()
+log = logging.getLogger(__name__)
 
 
 def prefix(name):
@@ -23,7 +28,7 @@ def prefix(name):
 
 @router.node(("word",), entry_point=True)
 def words(msg):
-    print("got document")
+    log.info("got document")
     for word in msg.document.strip().split(" "):
         yield word
 
@@ -33,12 +38,13 @@ WORDS = Counter()
 
 @router.node(("word", "count"), prefix("words"))
 def count_word(msg):
-    print(f"got word ({msg.word})")
+    log.info("got word (%s)", msg.word)
     WORDS.update([msg.word])
     return msg.word, WORDS[msg.word]
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
     router(document=sys.stdin.read())
 
     print()
