@@ -45,7 +45,9 @@ Locator = Annotated[
 ]
 AppDir = Annotated[
     Path | None,
-    typer.Option("--app-dir", help="Import the graph from this directory (before the current one)."),
+    typer.Option(
+        "--app-dir", help="Import the graph from this directory (before the current one)."
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress line and no summary.")]
 Verbose = Annotated[
@@ -102,7 +104,9 @@ def run(
             show_default=False,
         ),
     ] = None,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failure.")
+    ] = False,
     app_dir: AppDir = None,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -155,12 +159,18 @@ def _run(runner: Runner, records: Iterator[Record], console: Any, quiet: bool) -
         except KeyboardInterrupt:
             runner.interrupted = True
     stats = runner.stats
+    if runner.write_error is not None:
+        say(console, f"stopped: cannot write the output: {runner.write_error}", "red")
+        return EXIT_FAILED
     if runner.closed:
         return EXIT_FAILED if stats.failed else EXIT_OK
     if runner.interrupted:
+        stopped = f"interrupted by {watched.signum.name}"
         if runner.record_in_flight():
-            runner.abandon(f"interrupted by signal {watched.signum}")
-        say(console, summary(stats, interrupted=True))
+            # Ctrl-C prints one line (DESIGN.md): the record left unfinished is
+            # named in it and kept in the dead-letter file, not reported apart.
+            stopped += f" at {runner.abandon(stopped)}"
+        say(console, summary(stats, stopped=stopped))
         return 128 + watched.signum
     if not quiet:
         say(console, summary(stats))
@@ -219,6 +229,11 @@ def _claim_stdout() -> Iterator[IO[bytes]]:
     descriptor, one call per line, so nothing is left in a buffer to fail at
     exit when the reader (``head``) has gone.
     """
+    if sys.stdout is None:
+        # Started with descriptor 1 closed: the first line fails and stops the
+        # run.  Not descriptor 1 itself, which a file opened since may now hold.
+        yield _FdWriter(-1)  # type: ignore[misc]
+        return
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
@@ -253,9 +268,11 @@ class _FdWriter:
         self.fd = fd
 
     def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        written = os.write(self.fd, data)
+        if written < len(data):  # a partial write: a big line into a full pipe
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.fd, view) :]
         return len(data)
 
     def flush(self) -> None:
@@ -285,11 +302,29 @@ def _usage_error(text: str) -> None:
     raise typer.Exit(EXIT_USAGE)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to ``sys.stderr`` as it is at that moment.
+
+    One instance serves every run in a process: running the command again (as
+    tests do) must neither stack handlers nor write to an earlier run's stderr.
+    """
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
+_log_handler = _StderrHandler()
+_log_handler.setFormatter(logging.Formatter("emit: %(levelname)s %(name)s: %(message)s"))
+
+
 def _setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("emit: %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("emitcli")
-    logger.addHandler(handler)
+    logger.addHandler(_log_handler)  # a no-op when this process ran the command before
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
 
 

@@ -38,8 +38,8 @@ def report_failure(console: Console, failure: Failure, traceback_text: str | Non
         console.print(escape(traceback_text), style="dim")
 
 
-def summary(stats: Stats, interrupted: bool = False) -> str:
-    """One line: records, messages out, failures, time and rate."""
+def summary(stats: Stats, stopped: str | None = None) -> str:
+    """One line: records, messages out, failures, time and rate; why it stopped early."""
     seconds = stats.elapsed
     rate = stats.records / seconds if seconds > 0 else 0.0
     parts = [
@@ -51,7 +51,7 @@ def summary(stats: Stats, interrupted: bool = False) -> str:
     if stats.bad_input:
         parts.append(f"{stats.bad_input:,} bad input line{'s' if stats.bad_input != 1 else ''}")
     text = ", ".join(parts) + f" in {seconds:.2f}s ({rate:,.0f} records/s)"
-    return ("interrupted after " + text) if interrupted else text
+    return f"{stopped} after {text}" if stopped else text
 
 
 class _Progress:

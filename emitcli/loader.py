@@ -27,7 +27,7 @@ def load_router(locator: str, app_dir: str | os.PathLike[str] | None = None) -> 
     """Import what ``locator`` names and return it, refusing anything but a Router."""
     _extend_path(app_dir)
     module_part, attr = _split(locator)
-    module = _import(module_part)
+    module = _import(module_part, app_dir)
     target = _lookup(module, attr, locator)
     if not isinstance(target, Router):
         kind = type(target).__name__
@@ -66,7 +66,7 @@ def _split(locator: str) -> tuple[str, str]:
     return module, attr
 
 
-def _import(module: str) -> ModuleType:
+def _import(module: str, app_dir: str | os.PathLike[str] | None) -> ModuleType:
     if module.endswith(".py") or os.sep in module or "/" in module:
         return _import_file(Path(module))
     try:
@@ -74,7 +74,7 @@ def _import(module: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
             raise LoadError(
-                f"no module named {exc.name!r} (looked in {_where_looked()})"
+                f"no module named {exc.name!r} (looked in {_where_looked(app_dir)})"
             ) from exc
         raise LoadError(f"importing {module!r} failed: {_cause(exc)}") from exc
     except Exception as exc:
@@ -137,6 +137,12 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
-def _where_looked() -> str:
-    shown = [p or os.getcwd() for p in sys.path[:2]]
-    return ", ".join(shown) + "; run from your project's folder or pass --app-dir"
+def _where_looked(app_dir: str | os.PathLike[str] | None) -> str:
+    # The folders a user can change; sys.path[0] of a console script is the
+    # folder of the script itself, which would only mislead here.
+    shown = [os.path.abspath(app_dir)] if app_dir is not None else []
+    shown.append(os.getcwd())
+    return (
+        ", ".join(shown)
+        + " and the installed packages; run from your project's folder or pass --app-dir"
+    )
