@@ -40,6 +40,7 @@ Locator = Annotated[
     str,
     typer.Argument(
         help="Where the Router is: module:attr, module.attr or path/to/file.py:attr.",
+        metavar="LOCATOR",
         show_default=False,
     ),
 ]
@@ -79,7 +80,9 @@ def run(
     locator: Locator,
     files: Annotated[
         list[str] | None,
-        typer.Argument(help="Input files; '-' or none reads stdin.", show_default=False),
+        typer.Argument(
+            help="Input files; '-' or none reads stdin.", metavar="FILE", show_default=False
+        ),
     ] = None,
     field: Annotated[
         str, typer.Option("--field", "-f", help="Field that holds each raw line.")

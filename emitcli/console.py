@@ -81,6 +81,12 @@ def progress(console: Console, stats: Stats, enabled: bool) -> Iterator[None]:
         return
     # Live redraws from its own thread four times a second; the run itself
     # only bumps integers, so progress costs nothing per record.
-    with Live(_Progress(stats), console=console, refresh_per_second=4, transient=True,
-              redirect_stdout=True, redirect_stderr=True):
+    with Live(
+        _Progress(stats),
+        console=console,
+        refresh_per_second=4,
+        transient=True,
+        redirect_stdout=True,
+        redirect_stderr=True,
+    ):
         yield

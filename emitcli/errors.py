@@ -98,7 +98,9 @@ def _fields(fields: tuple[str, ...]) -> str:
 
 
 def _where(func: Any) -> str:
-    code = getattr(func, "__code__", None) or getattr(getattr(func, "__call__", None), "__code__", None)
+    code = getattr(func, "__code__", None) or getattr(
+        type(func).__call__ if callable(func) else None, "__code__", None
+    )
     if code is None:
         return repr(func)
     return f"{getattr(func, '__qualname__', func)!s} ({code.co_filename}:{code.co_firstlineno})"

@@ -99,7 +99,11 @@ def _json_record(source: str, number: int, text: str, raw: bytes) -> Record:
             type(value), "a number"
         )
         return Record(
-            source, number, None, f"expected a JSON object (its keys become fields), got {kind}", raw
+            source,
+            number,
+            None,
+            f"expected a JSON object (its keys become fields), got {kind}",
+            raw,
         )
     return Record(source, number, value, raw=raw)
 

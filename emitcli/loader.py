@@ -31,10 +31,7 @@ def load_router(locator: str, app_dir: str | os.PathLike[str] | None = None) -> 
     target = _lookup(module, attr, locator)
     if not isinstance(target, Router):
         kind = type(target).__name__
-        raise LoadError(
-            f"{locator!r} is a {kind}, not an emitcli Router"
-            + _routers_hint(module)
-        )
+        raise LoadError(f"{locator!r} is a {kind}, not an emitcli Router" + _routers_hint(module))
     return target
 
 
@@ -125,7 +122,8 @@ def _routers_hint(module: ModuleType) -> str:
 def _cause(exc: BaseException) -> str:
     """``Type: text (file, line N)`` of the deepest frame outside the import machinery."""
     frames = [
-        f for f in traceback.extract_tb(exc.__traceback__)
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
         if "importlib" not in f.filename and not f.filename.startswith("<frozen")
     ]
     where = ""

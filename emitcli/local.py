@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Iterator
 from itertools import count
 from types import GeneratorType
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import HopLimitError, ResultError
-from .messages import ENTRY_POINT, Message, _copy
+from .messages import ENTRY_POINT, Message, _clone, _copy
 
 if TYPE_CHECKING:
     from .node import NodeSpec
@@ -32,8 +33,7 @@ OutputHandler = Callable[["NodeSpec", "dict[str, Any]"], None]
 #: ``on_error(node_name, message, exc)``: a hop failed; raise to stop the run.
 ErrorHandler = Callable[[str, Message, BaseException], None]
 
-Delivery = "tuple[NodeSpec, Message]"
-Frame = Iterator[Delivery]
+Frame = Iterator["tuple[NodeSpec, Message]"]
 
 
 class StopRun(BaseException):
@@ -88,14 +88,29 @@ class LocalEngine:
         }
 
     def send(
-        self, message: Message, *, origin: str = ENTRY_POINT, collect: bool = False
+        self,
+        message: Message,
+        *,
+        origin: str = ENTRY_POINT,
+        collect: bool = False,
+        route: bool = True,
     ) -> tuple[Message, ...]:
-        """Deliver ``message`` from ``origin`` to its subscribers and run to the end."""
+        """Deliver ``message`` from ``origin`` to its subscribers and run to the end.
+
+        With ``route`` false the subscribers run alone, as a node called
+        directly with routing disabled does, and what they send is returned.
+        """
         subs = self.routes.get(origin, ())
         message._meta = (origin, self.run_id, message._meta[2], message._meta[3])
         # Every subscriber gets its own copy, made before any of them runs.
-        copies = [message] + [self._clone(message) for _ in subs[1:]]
-        return self._run(list(zip(subs, copies)), collect)
+        copies = [message] + [_clone(message) for _ in subs[1:]]
+        if not route:
+            return tuple(
+                out
+                for sub, copy in zip(subs, copies, strict=True)
+                for out in self.call(sub, copy, route=False)
+            )
+        return self._run(list(zip(subs, copies, strict=True)), collect)
 
     def call(self, spec: NodeSpec, message: Message, *, route: bool = True) -> tuple[Message, ...]:
         """Run one node on ``message``; route what it sends unless ``route`` is false."""
@@ -109,7 +124,9 @@ class LocalEngine:
 
     # The loop --------------------------------------------------------------
 
-    def _run(self, deliveries: list[tuple[NodeSpec, Message]], collect: bool) -> tuple[Message, ...]:
+    def _run(
+        self, deliveries: list[tuple[NodeSpec, Message]], collect: bool
+    ) -> tuple[Message, ...]:
         """Run each first delivery and everything it leads to, keeping its outputs."""
         kept: list[Message] | None = [] if collect else None
         for spec, message in deliveries:
@@ -185,12 +202,21 @@ class LocalEngine:
         fail = self.on_error
         subs, emit = self._plans[name]
         meta = (name, self.run_id, parent._hop, parent._meta[3] + 1)
+        # Only what the node's own generator raises is the node's failure: an
+        # exception from a handler (on_output, on_error) is marked as escaped and
+        # passes through, so on_error never hears of its own exception.  A try
+        # block costs nothing until something is raised.
+        escaped: BaseException | None = None
         try:
             if subs and meta[3] >= self.max_hops:
                 for item in items:
                     fields = shape(item)
                     if fields is not None:
-                        self._hop_limit(self._message(fields, meta), self._trail, subs)
+                        try:
+                            self._hop_limit(self._message(fields, meta), self._trail, subs)
+                        except BaseException as exc:
+                            escaped = exc
+                            raise
                         return
             elif len(subs) == 1 and keep is None:
                 # One subscriber, the word-count shape: the delivery is built inline.
@@ -200,35 +226,45 @@ class LocalEngine:
                 next_hop = self._next_hop
                 for item in items:
                     try:
-                        fields = shape(item)
-                    except ResultError as exc:
-                        fail(name, parent, exc)
-                        continue
-                    if fields is None:
-                        continue
-                    if emit is not None:
-                        emit(spec, fields)
-                    message = new(cls)
-                    message.__dict__ = fields
-                    message._meta = meta
-                    message._hop = next_hop()
-                    yield sub, message
+                        try:
+                            fields = shape(item)
+                        except ResultError as exc:
+                            fail(name, parent, exc)
+                            continue
+                        if fields is None:
+                            continue
+                        if emit is not None:
+                            emit(spec, fields)
+                        message = new(cls)
+                        message.__dict__ = fields
+                        message._meta = meta
+                        message._hop = next_hop()
+                        yield sub, message
+                    except BaseException as exc:
+                        escaped = exc
+                        raise
             else:
                 for item in items:
                     try:
-                        fields = shape(item)
-                    except ResultError as exc:
-                        fail(name, parent, exc)
-                        continue
-                    if fields is None:
-                        continue
-                    if emit is not None:
-                        emit(spec, fields)
-                    if keep is not None:
-                        keep.append(self._message(_copy(fields) if subs else fields, meta))
-                    if subs:
-                        yield from self._deliveries(spec, parent, fields, subs, meta)
-        except Exception as exc:  # raised by the node's own generator
+                        try:
+                            fields = shape(item)
+                        except ResultError as exc:
+                            fail(name, parent, exc)
+                            continue
+                        if fields is None:
+                            continue
+                        if emit is not None:
+                            emit(spec, fields)
+                        if keep is not None:
+                            keep.append(self._message(_copy(fields) if subs else fields, meta))
+                        if subs:
+                            yield from self._deliveries(spec, parent, fields, subs, meta)
+                    except BaseException as exc:
+                        escaped = exc
+                        raise
+        except Exception as exc:
+            if exc is escaped:
+                raise
             fail(name, parent, exc)
 
     def _deliveries(
@@ -243,7 +279,7 @@ class LocalEngine:
         if meta is None:
             meta = (spec.name, self.run_id, parent._hop, parent._meta[3] + 1)
             if meta[3] >= self.max_hops:
-                self._hop_limit(self._message(fields, meta), self._trail + [spec.name], subs)
+                self._hop_limit(self._message(fields, meta), [*self._trail, spec.name], subs)
                 return []
         if len(subs) == 1:
             return [(subs[0], self._message(fields, meta))]
@@ -254,16 +290,9 @@ class LocalEngine:
     def _message(self, fields: dict[str, Any], meta: tuple[Any, ...]) -> Message:
         message: Message = object.__new__(self.message_class)
         message.__dict__ = fields
-        message._meta = meta  # type: ignore[assignment]
+        message._meta = meta
         message._hop = self._next_hop()
         return message
-
-    def _clone(self, message: Message) -> Message:
-        clone: Message = object.__new__(type(message))
-        clone.__dict__ = _copy(message.__dict__)
-        clone._meta = message._meta
-        clone._hop = message._hop
-        return clone
 
     def _hop_limit(self, message: Message, path: list[str], subs: tuple[NodeSpec, ...]) -> None:
         """Drop a message that would pass the hop limit, showing the path it took."""

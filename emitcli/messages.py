@@ -9,7 +9,8 @@ without clashing with anything.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from .errors import MessageError
 
@@ -52,7 +53,7 @@ class Message:
     # ``_meta`` is one tuple (origin, run, parent hop, hop count) shared by every
     # message a node invocation sends; ``_hop`` is this delivery's own id.
     # Two slot stores per message instead of five keep dispatch fast.
-    __slots__ = ("_meta", "_hop", "__dict__")
+    __slots__ = ("__dict__", "_hop", "_meta")
 
     _meta: tuple[str, str | None, int | None, int]
     _hop: int | None
@@ -129,8 +130,12 @@ class Message:
         return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     @property
-    def meta(self) -> dict[str, Any]:
-        """The routing metadata as a dict (origin, run, hop, parent, hops)."""
+    def _metadata(self) -> dict[str, Any]:
+        """The routing metadata as a dict (origin, run, hop, parent, hops).
+
+        Underscored like the rest of the metadata: a public name would hide a
+        field of that name from attribute access.
+        """
         return {
             "origin": self._origin,
             "run": self._run,
@@ -153,11 +158,14 @@ class Message:
         return f"Message({fields})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (dict(self.__dict__), self.meta))
+        # The class travels too, so a router's own message_class survives pickling.
+        return (_rebuild, (type(self), dict(self.__dict__), self._metadata))
 
 
-def _rebuild(fields: dict[str, Any], meta: dict[str, Any]) -> Message:
-    msg = Message(fields)
+def _rebuild(cls: type[Message], fields: dict[str, Any], meta: dict[str, Any]) -> Message:
+    # Built without calling ``cls.__init__``, which a subclass may have changed.
+    msg: Message = object.__new__(cls)
+    msg.__dict__ = fields
     msg._meta = (meta["origin"], meta["run"], meta["parent"], meta["hops"])
     msg._hop = meta["hop"]
     return msg
@@ -171,6 +179,15 @@ def _copy(value: Any) -> Any:
     if kind is list or kind is tuple:
         return [_copy(v) for v in value]
     return value
+
+
+def _clone(message: Message) -> Message:
+    """A message of the same class and metadata whose fields share no list or dict."""
+    clone: Message = object.__new__(type(message))
+    clone.__dict__ = _copy(message.__dict__)
+    clone._meta = message._meta
+    clone._hop = message._hop
+    return clone
 
 
 def _describe_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

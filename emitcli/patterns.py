@@ -14,25 +14,30 @@ from collections.abc import Iterable
 
 from .errors import PatternError
 
-
 # Characters that let a regex match more or less than one character each;
 # a pattern free of them matches only names of its own length.
 _VARIABLE = frozenset("\\^$*+?{}[]|()")
+
+# Global inline flags such as ``(?i)`` must open the whole expression, so they
+# are lifted out in front of the prefix the pattern is wrapped in.
+_LEADING_FLAGS = re.compile(r"(?:\(\?[aiLmsux]+\))*")
 
 
 class Pattern:
     """One compiled subscription or ignore pattern."""
 
-    __slots__ = ("text", "_regex", "_plain")
+    __slots__ = ("_plain", "_regex", "text")
 
     def __init__(self, text: str, node: str) -> None:
         if not isinstance(text, str) or not text:
             raise PatternError(node, text, "a pattern is a non-empty string")
         try:
             re.compile(text)
+            body = _LEADING_FLAGS.sub("", text, count=1)
+            flags = text[: len(text) - len(body)]
             # An optional run of dot-ended prefixes, then the pattern itself,
             # matched against the whole name: the pattern covers a whole tail.
-            self._regex = re.compile(rf"(?:.*\.)?(?:{text})", re.DOTALL)
+            self._regex = re.compile(rf"{flags}(?:.*\.)?(?:{body})", re.DOTALL)
         except re.error as exc:
             raise PatternError(node, text, str(exc)) from None
         self.text = text
@@ -51,14 +56,15 @@ class Pattern:
     def __hash__(self) -> int:
         return hash(self.text)
 
-
     def select(self, index: NameIndex) -> set[str]:
         """The names this pattern matches, looking only where a match can be."""
         plain = self._plain
         if plain is None:
             return {name for name in index.names if self._regex.fullmatch(name)}
         # A fixed-length pattern can only match a tail of its own length.
-        return {name for tail, name in index.by_length.get(len(self.text), ()) if plain.fullmatch(tail)}
+        return {
+            name for tail, name in index.by_length.get(len(self.text), ()) if plain.fullmatch(tail)
+        }
 
 
 class NameIndex:

@@ -10,7 +10,8 @@ compiled for its own fields instead of a generic ``dict(zip(...))``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import ResultError, ValueTypeError
 from .messages import NoResult
@@ -31,9 +32,9 @@ def make_shaper(node: str, fields: tuple[str, ...]) -> Shaper:
     n = len(fields)
     names = [f"v{i}" for i in range(n)]
     unpack = (", ".join(names) + ("," if n == 1 else "") + " = r") if n else "pass"
-    from_dict = "; ".join(f"{v} = r[{f!r}]" for v, f in zip(names, fields)) or "pass"
+    from_dict = "; ".join(f"{v} = r[{f!r}]" for v, f in zip(names, fields, strict=True)) or "pass"
     single = f"{names[0]} = r" if n == 1 else "return bad(r)"
-    display = "{" + ", ".join(f"{f!r}: {v}" for f, v in zip(fields, names)) + "}"
+    display = "{" + ", ".join(f"{f!r}: {v}" for f, v in zip(fields, names, strict=True)) + "}"
     scalar = " and ".join(f"type({v}) in scalars" for v in names) or "True"
     source = f"""
 def shape(r):
@@ -64,7 +65,8 @@ def shape(r):
         "fields": fields,
     }
     exec(compile(source, f"<emit shaper for {node}>", "exec"), namespace)
-    return namespace["shape"]  # type: ignore[no-any-return]
+    shape: Shaper = namespace["shape"]
+    return shape
 
 
 def _complaint(node: str, fields: tuple[str, ...]) -> Callable[[Any], None]:

@@ -29,7 +29,6 @@ from .router.core import Router
 NODE_KEY = "@node"
 
 
-
 def _line_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
     """A compact JSON encoder for one output object, built once.
 
@@ -38,10 +37,12 @@ def _line_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
     made once is about three times faster.  Pythons without it get the plain way.
     """
     encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=False)
-    make = json.encoder.c_make_encoder
+    make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return encoder.encode
-    strings = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    strings = (
+        json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    )
     chunks = make(None, encoder.default, strings, None, ":", ",", False, False, False)
     return lambda value: "".join(chunks(value, 0))
 

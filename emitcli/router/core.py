@@ -13,11 +13,11 @@ import functools
 import importlib
 import inspect
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Callable, ClassVar, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import DuplicateNodeError, GraphError, MessageError, OptionError
-from ..messages import ENTRY_POINT, Message
+from ..messages import ENTRY_POINT, Message, _clone
 from ..node import NodeSpec, as_fields
 from ..patterns import NameIndex, as_patterns
 
@@ -87,13 +87,13 @@ class Router:
         """
 
         def decorator(func: F) -> F:
-            target = func() if inspect.isclass(func) else func
+            target: Callable[..., Any] = func() if inspect.isclass(func) else func  # type: ignore[assignment]
             name = self.get_name(func)
             self._check_options(name, options)
             self.register(name, target, fields, subscribe_to, entry_point, ignore, options=options)
             node = self.wrap_node(self.wrap_as_node(target, name), dict(options))
             self.functions[name] = node
-            return node  # type: ignore[no-any-return]
+            return node  # type: ignore[return-value]
 
         return decorator
 
@@ -202,18 +202,24 @@ class Router:
         message = self.get_message_from_call(*args, **kwargs)
         if not self.routes[ENTRY_POINT]:
             raise GraphError("the router has no entry point; mark a node with entry_point=True")
-        return self._engine().send(message, collect=True)
+        # With routing disabled the entry points run alone, as nodes called
+        # directly do; the 2013 library ran nothing then and returned nothing.
+        return self._engine().send(message, collect=True, route=self.routing_enabled)
 
     def route(self, origin: str, message: Message) -> None:
         """Send ``message`` from ``origin`` to each of its subscribers."""
         if not self.routing_enabled:
             return
-        for destination in self.subscribers(origin):
-            self.dispatch(origin, destination, message)
+        destinations = self.subscribers(origin)
+        # Every subscriber gets its own copy, made before any of them runs.
+        copies = [message] + [_clone(message) for _ in destinations[1:]]
+        for destination, copy in zip(destinations, copies, strict=True):
+            self.dispatch(origin, destination, copy)
 
     def dispatch(self, origin: str, destination: str, message: Message) -> Any:
         """Run one hop: ``destination`` receives ``message`` from ``origin``."""
-        message._origin = origin
+        # The sender is metadata: it rides in ``_meta``, never among the fields.
+        message._meta = (origin, *message._meta[1:])
         return self._engine().call(self._spec(destination), message, route=self.routing_enabled)
 
     def get_message_from_call(self, *args: Any, **kwargs: Any) -> Message:
@@ -310,4 +316,7 @@ def _same_definition(a: Any, b: Any) -> bool:
     code_b = getattr(b, "__code__", None)
     if code_a is None or code_b is None:
         return type(a) is type(b) or a is b
-    return (code_a.co_filename, code_a.co_firstlineno) == (code_b.co_filename, code_b.co_firstlineno)
+    return (code_a.co_filename, code_a.co_firstlineno) == (
+        code_b.co_filename,
+        code_b.co_firstlineno,
+    )

@@ -26,7 +26,9 @@ WORDS_PER_DOCUMENT = 100
 
 def documents(total_words: int, seed: int = 2013) -> list[str]:
     rng = random.Random(seed)
-    vocabulary = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(5000)]
+    vocabulary = [
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(5000)
+    ]
     count = total_words // WORDS_PER_DOCUMENT
     return [" ".join(rng.choices(vocabulary, k=WORDS_PER_DOCUMENT)) for _ in range(count)]
 
@@ -49,7 +51,7 @@ def word_count_graph() -> tuple[Router, Counter[str]]:
 
 
 def run_graph(docs: list[str]) -> int:
-    router, counts = word_count_graph()
+    router, _counts = word_count_graph()
     outputs = 0
 
     def on_output(node: object, fields: object) -> None:
