@@ -8,13 +8,16 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
+from typer.completion import completion_init, get_completion_script
 
 from . import __version__
 from .console import make_console, progress, report_failure, say, summary
+from .digraph import RankDir, RenderError, drawing, to_dot
 from .errors import EmitError, LoadError
 from .inputs import STDIN, Record, read_records
 from .loader import load_router
@@ -329,6 +332,148 @@ def _setup_logging(verbose: int) -> None:
     logger = logging.getLogger("emitcli")
     logger.addHandler(_log_handler)  # a no-op when this process ran the command before
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+
+
+# emit digraph, emit_digraph and emit completion ------------------------------
+
+
+def _graphviz_formats(incomplete: str) -> list[str]:
+    import graphviz  # type: ignore[import-untyped]  # imported only when completing --format
+
+    return [fmt for fmt in sorted(graphviz.FORMATS) if fmt.startswith(incomplete)]
+
+
+@app.command()
+def digraph(
+    locator: Locator,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write to FILE, drawn in the format its suffix names (png, svg, pdf, ...); "
+            "a .dot or .gv file gets the DOT text.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "-T",
+            "--format",
+            help="Draw in this Graphviz format whatever the suffix; without -o, "
+            "write the drawing to stdout.",
+            autocompletion=_graphviz_formats,
+            show_default=False,
+        ),
+    ] = None,
+    rankdir: Annotated[
+        RankDir | None,
+        typer.Option(
+            "--rankdir",
+            case_sensitive=False,
+            help="Lay out top to bottom (TB, the Graphviz default), left to right (LR), "
+            "bottom to top (BT) or right to left (RL).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="Name of the graph in the DOT text.")] = (
+        "router"
+    ),
+    app_dir: AppDir = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Print the graph as Graphviz DOT, or draw it with Graphviz.
+
+    One "origin" -> "destination"; line per route, sorted; entry input comes
+    from "__entry_point".  Drawing needs the Graphviz 'dot' program.  Exit
+    status 2 when the graph cannot be loaded or drawn.
+    """
+    router = _load(locator, app_dir, verbose)
+    try:
+        data = drawing(to_dot(router, name=name, rankdir=rankdir), output, fmt)
+    except RenderError as exc:
+        _usage_error(str(exc))
+    if output is None:
+        _write_stdout(data)
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        _usage_error(f"cannot write {str(output)!r}: {exc.strerror or exc}")
+
+
+# A console script of its own, as in 2013: ``emit_digraph app.router``.
+legacy_app = typer.Typer(
+    name="emit_digraph",
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+legacy_app.command()(digraph)
+
+
+def legacy_digraph() -> None:
+    """Console-script entry point of ``emit_digraph``: ``emit digraph`` by its 2013 name."""
+    legacy_app()
+
+
+def _write_stdout(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has gone (``| head``): stop quietly, and leave nothing
+        # buffered for Python to fail on at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class Shell(StrEnum):
+    """The shells ``emit completion`` writes scripts for."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+#: The variable the completion scripts set when they ask ``emit`` for candidates.
+COMPLETE_VAR = "_EMIT_COMPLETE"
+
+# Typer registers its shell-completion classes only for apps that have the
+# --install-completion flags; emit has a ``completion`` command instead, so it
+# registers them itself, or ``_EMIT_COMPLETE=complete_bash emit`` (what the
+# scripts run on each Tab) would answer "Shell bash not supported".
+completion_init()
+
+
+def completion_script(shell: str) -> str:
+    """The script that makes ``shell`` complete emit's commands, options and choices.
+
+    The script holds no list of commands: on each Tab it runs ``emit`` with
+    ``_EMIT_COMPLETE`` set, and the candidates come from the command tree of
+    the emit that is installed.
+    """
+    return get_completion_script(prog_name="emit", complete_var=COMPLETE_VAR, shell=shell)
+
+
+@app.command()
+def completion(
+    shell: Annotated[
+        Shell, typer.Argument(help="bash, zsh or fish.", metavar="SHELL", show_default=False)
+    ],
+) -> None:
+    """Print the script that makes SHELL complete emit commands and options.
+
+    Install it once:
+
+    bash: emit completion bash > ~/.local/share/bash-completion/completions/emit
+
+    zsh: emit completion zsh > ~/.zfunc/_emit, and source ~/.zfunc/_emit after compinit in ~/.zshrc
+
+    fish: emit completion fish > ~/.config/fish/completions/emit.fish
+    """
+    sys.stdout.write(completion_script(shell) + "\n")
 
 
 def main() -> None:
