@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 from typer.completion import completion_init, get_completion_script
 
 from . import __version__
@@ -22,7 +23,10 @@ from .errors import EmitError, LoadError
 from .inputs import STDIN, Record, read_records
 from .loader import load_router
 from .router.core import Router
+from .router.rq import RQRouter
+from .rqrun import RQRun
 from .runner import Failure, Runner, format_traceback
+from .worker import connect, make_worker, redis_url
 
 #: Exit codes, as DESIGN.md fixes them.
 EXIT_OK = 0
@@ -60,6 +64,28 @@ Verbose = Annotated[
         "-v", "--verbose", count=True, help="Show tracebacks; twice, emit's debug log too."
     ),
 ]
+
+
+RedisURL = Annotated[
+    str | None,
+    typer.Option(
+        "-u",
+        "--url",
+        help="Redis URL (else EMIT_REDIS_URL, RQ_REDIS_URL, REDIS_URL, or the router's own).",
+        show_default=False,
+    ),
+]
+
+
+class Backend(StrEnum):
+    local = "local"
+    rq = "rq"
+
+
+class WorkerClass(StrEnum):
+    forking = "forking"
+    simple = "simple"
+    spawn = "spawn"
 
 
 def _version(value: bool) -> None:
@@ -113,6 +139,22 @@ def run(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="Stop at the first failure.")
     ] = False,
+    backend: Annotated[
+        Backend, typer.Option("--backend", help="Run in this process, or on RQ workers.")
+    ] = Backend.local,
+    url: RedisURL = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="With --backend rq: give up after this many seconds, naming what is missing.",
+            show_default=False,
+        ),
+    ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="With --backend rq: only enqueue, and print the run id."),
+    ] = False,
     app_dir: AppDir = None,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -133,6 +175,11 @@ def run(
             _usage_error(f"no input file {source!r}")
     if not field.isidentifier():
         _usage_error(f"--field {field!r} is not a valid field name")
+    records = read_records(sources, json_lines=json_lines, field=field)
+    if backend is Backend.rq:
+        if output or fail_fast or dead_letter:
+            _usage_error("--output, --fail-fast and --dead-letter work with --backend local only")
+        raise typer.Exit(_run_rq(router, locator, records, url, timeout, no_wait, console, quiet))
 
     def report(failure: Failure) -> None:
         trace = format_traceback(failure.error) if verbose and failure.error else None
@@ -151,9 +198,58 @@ def run(
             )
         except EmitError as exc:
             _usage_error(str(exc))
-        records = read_records(sources, json_lines=json_lines, field=field)
         code = _run(runner, records, console, quiet)
     raise typer.Exit(code)
+
+
+def _run_rq(
+    router: Router,
+    locator: str,
+    records: Iterator[Record],
+    url: str | None,
+    timeout: float | None,
+    no_wait: bool,
+    console: Any,
+    quiet: bool,
+) -> int:
+    """Enqueue the records on RQ and, unless --no-wait, follow the run to its end."""
+    try:
+        connect(router, redis_url(url))
+        assert isinstance(router, RQRouter)
+        # Workers import the graph the way this command did.
+        router.locator = locator
+    except EmitError as exc:
+        _usage_error(str(exc))
+
+    def report(where: str, node: str | None, text: str, record: dict[str, Any]) -> None:
+        say(console, f"{where}: node {node!r} {text}" if node else f"{where}: {text}", "red")
+
+    with _claim_stdout() as out:
+        run = RQRun(router, out=out, report=report)  # type: ignore[arg-type]
+        try:
+            run.submit(records, follow=not no_wait)
+            if no_wait:
+                out.write(run.run_id.encode() + b"\n")
+                return EXIT_OK
+            finished = run.follow(timeout)
+        except KeyboardInterrupt:
+            say(console, f"interrupted; run {run.run_id} goes on in the workers")
+            return EXIT_INTERRUPTED
+        except RedisError as exc:
+            say(console, f"lost Redis: {exc}", "red")
+            return EXIT_FAILED
+    stats = run.stats
+    if not finished:
+        say(
+            console,
+            f"timed out after {timeout}s: {run.pending()} job(s) of run {run.run_id} "
+            "still pending; is a worker listening on the graph's queues?",
+            "red",
+        )
+        return EXIT_FAILED
+    if not quiet and not run.closed:
+        say(console, summary(stats))
+    return EXIT_FAILED if stats.failed else EXIT_OK
 
 
 def _run(runner: Runner, records: Iterator[Record], console: Any, quiet: bool) -> int:
@@ -332,6 +428,54 @@ def _setup_logging(verbose: int) -> None:
     logger = logging.getLogger("emitcli")
     logger.addHandler(_log_handler)  # a no-op when this process ran the command before
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+
+
+@app.command()
+def worker(
+    locator: Locator,
+    queues: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Queues to listen on; default every queue the graph uses.",
+            metavar="QUEUE",
+            show_default=False,
+        ),
+    ] = None,
+    url: RedisURL = None,
+    burst: Annotated[
+        bool, typer.Option("-b", "--burst", help="Quit when the queues are empty.")
+    ] = False,
+    worker_class: Annotated[
+        WorkerClass,
+        typer.Option("-w", "--worker-class", help="forking (a process per job), simple, or spawn."),
+    ] = WorkerClass.forking,
+    max_jobs: Annotated[
+        int | None,
+        typer.Option("--max-jobs", help="Quit after this many jobs.", show_default=False),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The worker's name.", show_default=False)
+    ] = None,
+    app_dir: AppDir = None,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Run an RQ worker with the graph loaded once; it runs the graph's jobs only.
+
+    Ctrl-C or SIGTERM: finish the job in hand and exit 0; a second one stops at
+    once (the job is then failed or retried by RQ, not lost).
+    """
+    router = _load(locator, app_dir, verbose)
+    try:
+        connect(router, redis_url(url))
+        assert isinstance(router, RQRouter)
+        rq_worker = make_worker(
+            router, locator, queues or [], worker_class=worker_class.value, name=name
+        )
+    except EmitError as exc:
+        _usage_error(str(exc))
+    level = "WARNING" if quiet else "DEBUG" if verbose else "INFO"
+    rq_worker.work(burst=burst, max_jobs=max_jobs, logging_level=level)
 
 
 # emit digraph, emit_digraph and emit completion ------------------------------
