@@ -114,8 +114,14 @@ def run(
         ),
     ] = None,
     field: Annotated[
-        str, typer.Option("--field", "-f", help="Field that holds each raw line.")
-    ] = "line",
+        str | None,
+        typer.Option(
+            "--field",
+            "-f",
+            help="Field that holds each raw line [default: line].",
+            show_default=False,
+        ),
+    ] = None,
     json_lines: Annotated[
         bool, typer.Option("--json", help="Read JSON lines: each object's keys are the fields.")
     ] = False,
@@ -171,8 +177,14 @@ def run(
     router = _load(locator, app_dir, verbose)
     sources = files or [STDIN]
     for source in sources:
-        if source != STDIN and not os.path.isfile(source):
+        # Devices, pipes and process substitution (/dev/fd/63) are read like files.
+        if source != STDIN and not os.path.exists(source):
             _usage_error(f"no input file {source!r}")
+        if source != STDIN and os.path.isdir(source):
+            _usage_error(f"input {source!r} is a directory")
+    if field is not None and json_lines:
+        _usage_error("--field names the field of a raw line; with --json the keys are the fields")
+    field = field or "line"
     if not field.isidentifier():
         _usage_error(f"--field {field!r} is not a valid field name")
     records = read_records(sources, json_lines=json_lines, field=field)
@@ -185,7 +197,10 @@ def run(
         trace = format_traceback(failure.error) if verbose and failure.error else None
         report_failure(console, failure, trace)
 
-    letters = open(dead_letter, "a", encoding="utf-8") if dead_letter else None  # noqa: SIM115
+    try:
+        letters = open(dead_letter, "a", encoding="utf-8") if dead_letter else None  # noqa: SIM115
+    except OSError as exc:
+        _usage_error(f"cannot write the dead-letter file {str(dead_letter)!r}: {exc.strerror}")
     with _claim_stdout() as out, letters or nullcontext():
         try:
             runner = Runner(
@@ -260,6 +275,11 @@ def _run(runner: Runner, records: Iterator[Record], console: Any, quiet: bool) -
             runner.run(watched.reading(records))
         except KeyboardInterrupt:
             runner.interrupted = True
+        except SystemExit as exc:
+            # A node called sys.exit(): the run stops, but never silently.
+            where = runner.abandon(f"a node called sys.exit({exc.code!r})")
+            say(console, f"stopped: a node called sys.exit({exc.code!r}) at {where}", "red")
+            return EXIT_FAILED
     stats = runner.stats
     if runner.write_error is not None:
         say(console, f"stopped: cannot write the output: {runner.write_error}", "red")
@@ -622,4 +642,10 @@ def completion(
 
 def main() -> None:
     """Console-script entry point."""
+    # Started with stdin or stderr closed (cron, daemons): read nothing, say
+    # nothing, but run; a missing stream must not end the run before it starts.
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     app()

@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 def make_console() -> Console:
     """The stderr console every command prints through."""
     width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
-    return Console(stderr=True, highlight=False, soft_wrap=True, width=width)
+    # NO_COLOR asks for no colour; rich drops colours but keeps bold, so turn
+    # every escape code off.
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(
+        stderr=True,
+        highlight=False,
+        soft_wrap=True,
+        width=width,
+        color_system=None if plain else "auto",
+    )
 
 
 def say(console: Console, text: str, style: str | None = None) -> None:
@@ -50,7 +59,7 @@ def summary(stats: Stats, stopped: str | None = None) -> str:
         parts.append(f"{stats.errors:,} error{'s' if stats.errors != 1 else ''}")
     if stats.bad_input:
         parts.append(f"{stats.bad_input:,} bad input line{'s' if stats.bad_input != 1 else ''}")
-    text = ", ".join(parts) + f" in {seconds:.2f}s ({rate:,.0f} records/s)"
+    text = ", ".join(parts) + f" in {seconds:.2f}s ({_rate(rate)} records/s)"
     return f"{stopped} after {text}" if stopped else text
 
 
@@ -68,7 +77,7 @@ class _Progress:
             ("emit: ", "bold"),
             f"{stats.records:,} records read, {stats.outputs:,} messages out, ",
             (f"{stats.failed:,} errors", "red" if stats.failed else ""),
-            f", {rate:,.0f} records/s",
+            f", {_rate(rate)} records/s",
         )
         return line
 
@@ -90,3 +99,8 @@ def progress(console: Console, stats: Stats, enabled: bool) -> Iterator[None]:
         redirect_stderr=True,
     ):
         yield
+
+
+def _rate(rate: float) -> str:
+    """Whole numbers for fast runs, one decimal for slow ones (never a bare 0)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.1f}"

@@ -8,6 +8,7 @@ fix.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 
@@ -80,8 +81,30 @@ class HopLimitError(EmitError):
         )
 
 
+class RunStopped(EmitError):
+    """The run stopped (a signal, a node calling sys.exit) before a record was finished."""
+
+
 class LoadError(EmitError):
     """A router locator could not be turned into a Router (import or lookup failed)."""
+
+
+class ShellNodeError(EmitError):
+    """A shell node's child process failed one message.
+
+    Raised when the command cannot start, exits non-zero, writes output that
+    is not the node's protocol, stops in the middle of a frame, or does not
+    answer within the node's ``timeout``.
+    """
+
+    def __init__(self, node: str, command: list[str], problem: str) -> None:
+        self.node = node
+        self.command = command
+        self.problem = problem
+        shown = shlex.join(command).replace("\n", "\\n")
+        if len(shown) > 80:  # a script given inline would bury the problem
+            shown = shown[:77] + "..."
+        super().__init__(f"shell node {node!r} ({shown}) {problem}")
 
 
 def describe_path(path: list[str]) -> str:
@@ -94,7 +117,7 @@ def describe_path(path: list[str]) -> str:
 
 
 def _fields(fields: tuple[str, ...]) -> str:
-    return "(" + ", ".join(repr(f) for f in fields) + ")"
+    return repr(tuple(fields))
 
 
 def _where(func: Any) -> str:

@@ -87,6 +87,13 @@ def _import_file(path: Path) -> ModuleType:
     name = path.stem
     if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
         return sys.modules[name]
+    if _taken(name, path):
+        # Loading it under that name would replace the other module for every
+        # later import in the process, the standard library's included.
+        raise LoadError(
+            f"{str(path)!r} has the name of the module {name!r} that Python already has; "
+            "rename the file"
+        )
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise LoadError(f"{str(path)!r} cannot be imported as a Python module")
@@ -119,12 +126,32 @@ def _routers_hint(module: ModuleType) -> str:
     return f" (Routers in {module.__name__!r}: {', '.join(names)})"
 
 
+def _taken(name: str, path: Path) -> bool:
+    """Whether ``name`` already belongs to another module than the file at ``path``."""
+    if name in sys.modules:
+        return True
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin != str(path.resolve())
+
+
+_OWN = os.path.dirname(os.path.abspath(__file__))
+
+
 def _cause(exc: BaseException) -> str:
-    """``Type: text (file, line N)`` of the deepest frame outside the import machinery."""
+    """``Type: text (file, line N)`` of the user's deepest frame.
+
+    Frames of the import machinery and of emit itself are passed over: a graph
+    error raised while the module registers its nodes belongs to the user's line.
+    """
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if "importlib" not in f.filename and not f.filename.startswith("<frozen")
+        if "importlib" not in f.filename
+        and not f.filename.startswith("<frozen")
+        and not os.path.abspath(f.filename).startswith(_OWN)
     ]
     where = ""
     if isinstance(exc, SyntaxError) and exc.filename:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .errors import EmitError
+from .errors import EmitError, RunStopped
 from .inputs import Record
 from .local import LocalEngine, StopRun
 from .messages import ENTRY_POINT, Message
@@ -63,7 +63,9 @@ class Failure:
 
     def line(self) -> str:
         """The one-line report: place, node, error."""
-        node = f"node {self.node!r} " if self.node else ""
+        # Errors of emit's own (a bad result, the hop limit) name the node already.
+        named = self.node and f"{self.node!r}" in self.reason
+        node = f"node {self.node!r} " if self.node and not named else ""
         return f"{self.record.where}: {node}{self.reason}"
 
     def as_record(self, run_id: str) -> dict[str, Any]:
@@ -179,7 +181,7 @@ class Runner:
     def abandon(self, reason: str) -> str:
         """Keep the record in flight in the dead-letter file; return where it was read."""
         assert self._record is not None
-        self._letter(Failure(self._record, None, None, reason))
+        self._letter(Failure(self._record, None, RunStopped(reason), reason))
         return self._record.where
 
     # Output ----------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Edges a new user met: closed streams, odd input files, names that clash, sys.exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EMIT = str(Path(sys.executable).with_name("emit"))
+WORDS = ["examples.simple.graph:router", "--field", "document"]
+
+GRAPH = """\
+import sys
+from emitcli import Router
+
+router = Router()
+
+
+@router.node("n", entry_point=True)
+def measure(msg):
+    if msg.line == "exit":
+        sys.exit(3)
+    return len(msg.line)
+"""
+
+
+def emit(*args: str, stdin: str = "", **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EMIT, "run", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=kwargs.pop("cwd", ROOT),
+        timeout=60,
+        **kwargs,
+    )
+
+
+def test_a_run_with_stderr_closed_still_writes_its_output():
+    result = subprocess.run(
+        f"printf 'a b\\n' | {EMIT} run {' '.join(WORDS)} 2>&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert [json.loads(line)["word"] for line in result.stdout.splitlines()] == ["a", "b"]
+
+
+def test_a_device_is_read_as_an_input_file_and_a_directory_is_refused(tmp_path):
+    assert emit(*WORDS, "/dev/null").returncode == 0
+    refused = emit(*WORDS, str(tmp_path))
+    assert refused.returncode == 2
+    assert "is a directory" in refused.stderr
+
+
+def test_a_graph_file_named_like_a_python_module_is_refused(tmp_path):
+    (tmp_path / "logging.py").write_text(GRAPH)
+    result = emit(f"{tmp_path / 'logging.py'}:router", stdin="a\n")
+    assert result.returncode == 2
+    assert "rename the file" in result.stderr
+
+
+def test_an_unwritable_dead_letter_file_is_one_line_and_exit_2(tmp_path):
+    result = emit(*WORDS, "--dead-letter", str(tmp_path / "no" / "such.jsonl"), stdin="a\n")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "dead-letter" in result.stderr
+
+
+def test_field_with_json_input_is_refused():
+    result = emit("examples.simple.graph:router", "--json", "--field", "document", stdin="{}\n")
+    assert result.returncode == 2
+    assert "--json" in result.stderr
+
+
+def test_a_node_calling_sys_exit_stops_the_run_with_a_line_and_a_dead_letter(tmp_path):
+    (tmp_path / "exiting.py").write_text(GRAPH)
+    letters = tmp_path / "dead.jsonl"
+    result = emit(
+        "exiting:router", "--dead-letter", str(letters), stdin="ab\nexit\ncd\n", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert [json.loads(line)["n"] for line in result.stdout.splitlines()] == [2]
+    assert "sys.exit(3) at <stdin>:2" in result.stderr
+    record = json.loads(letters.read_text())
+    assert (record["line"], record["error"]["type"]) == (2, "RunStopped")
+
+
+def test_a_graph_error_at_import_names_the_users_file(tmp_path):
+    (tmp_path / "badfields.py").write_text(
+        "from emitcli import Router\nrouter = Router()\n\n\n"
+        "@router.node(('no good',), entry_point=True)\ndef f(msg):\n    return 1\n"
+    )
+    result = emit("badfields:router", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "badfields.py, line 5" in result.stderr
