@@ -75,8 +75,8 @@ class _Progress:
         rate = stats.records / seconds if seconds > 0 else 0.0
         line = Text.assemble(
             ("emit: ", "bold"),
-            f"{stats.records:,} records read, {stats.outputs:,} messages out, ",
-            (f"{stats.failed:,} errors", "red" if stats.failed else ""),
+            f"{_count(stats.records, 'record')} read, {_count(stats.outputs, 'message')} out, ",
+            (_count(stats.failed, "error"), "red" if stats.failed else ""),
             f", {_rate(rate)} records/s",
         )
         return line
@@ -104,3 +104,7 @@ def progress(console: Console, stats: Stats, enabled: bool) -> Iterator[None]:
 def _rate(rate: float) -> str:
     """Whole numbers for fast runs, one decimal for slow ones (never a bare 0)."""
     return f"{rate:,.0f}" if rate >= 10 else f"{rate:.1f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -65,7 +65,7 @@ def _split(locator: str) -> tuple[str, str]:
 
 def _import(module: str, app_dir: str | os.PathLike[str] | None) -> ModuleType:
     if module.endswith(".py") or os.sep in module or "/" in module:
-        return _import_file(Path(module))
+        return _import_file(_locate_file(Path(module), app_dir), app_dir)
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -78,12 +78,32 @@ def _import(module: str, app_dir: str | os.PathLike[str] | None) -> ModuleType:
         raise LoadError(f"importing {module!r} failed: {_cause(exc)}") from exc
 
 
-def _import_file(path: Path) -> ModuleType:
+def _locate_file(path: Path, app_dir: str | os.PathLike[str] | None) -> Path:
+    """The file a path locator names: as given, else relative to --app-dir."""
+    if not path.is_file() and app_dir is not None and not path.is_absolute():
+        candidate = Path(app_dir) / path
+        if candidate.is_file():
+            return candidate
     if not path.is_file():
         raise LoadError(f"no file {str(path)!r}")
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    return path
+
+
+def _import_file(path: Path, app_dir: str | os.PathLike[str] | None = None) -> ModuleType:
+    # A file inside a package (folders holding __init__.py) is imported as a
+    # module of that package, so that its relative imports work.
+    parts = [path.resolve().stem]
+    folder = path.resolve().parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if len(parts) > 1:
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        return _import(".".join(parts), app_dir)
+    folder_name = str(folder)
+    if folder_name not in sys.path:
+        sys.path.insert(0, folder_name)
     name = path.stem
     if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
         return sys.modules[name]

@@ -99,3 +99,21 @@ def test_a_graph_error_at_import_names_the_users_file(tmp_path):
     result = emit("badfields:router", cwd=tmp_path)
     assert result.returncode == 2
     assert "badfields.py, line 5" in result.stderr
+
+
+def test_a_path_locator_inside_a_package_keeps_its_relative_imports(tmp_path):
+    package = tmp_path / "proj" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "util.py").write_text("def low(s):\n    return s.lower()\n")
+    (package / "flow.py").write_text(
+        "from emitcli import Router\nfrom .util import low\n\nrouter = Router()\n\n\n"
+        "@router.node('w', entry_point=True)\ndef f(msg):\n    return low(msg.line)\n"
+    )
+    direct = emit(f"{package / 'flow.py'}:router", stdin="HI\n", cwd=tmp_path)
+    by_app_dir = emit(
+        "pkg/flow.py:router", "--app-dir", str(tmp_path / "proj"), stdin="HI\n", cwd=tmp_path
+    )
+    for result in (direct, by_app_dir):
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"w": "hi", "@node": "pkg.flow.f"}
