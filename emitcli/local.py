@@ -103,7 +103,7 @@ class LocalEngine:
         subs = self.routes.get(origin, ())
         message._meta = (origin, self.run_id, message._meta[2], message._meta[3])
         # Every subscriber gets its own copy, made before any of them runs.
-        copies = [message] + [_clone(message) for _ in subs[1:]]
+        copies = [message, *(_clone(message) for _ in subs[1:])] if subs else []
         if not route:
             return tuple(
                 out

@@ -493,3 +493,14 @@ def test_an_error_handler_that_raises_is_called_once_per_failure(generator):
         LocalEngine(router, on_error=stop).send(Message(n=1))
 
     assert seen == [("tests.a", ResultError)]
+
+
+def test_routing_from_an_origin_nobody_subscribes_to_sends_nothing_and_does_not_fail():
+    router = Router()
+
+    @router.node("x", entry_point=True)
+    def start(msg):
+        return 1
+
+    assert LocalEngine(router).send(Message(x=1), origin="nobody.listens") == ()
+    router.route("nobody.listens", Message(x=1))

@@ -212,7 +212,7 @@ class Router:
             return
         destinations = self.subscribers(origin)
         # Every subscriber gets its own copy, made before any of them runs.
-        copies = [message] + [_clone(message) for _ in destinations[1:]]
+        copies = [message, *(_clone(message) for _ in destinations[1:])] if destinations else []
         for destination, copy in zip(destinations, copies, strict=True):
             self.dispatch(origin, destination, copy)
 
