@@ -28,7 +28,13 @@ from emitcli.messages import ENTRY_POINT
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AWKWARD = "tests.graphs.dot_graphs:awkward"
-EXAMPLES = ["examples.simple.graph:router", "examples.regex.graph:router"]
+EXAMPLES = [
+    "examples.simple.graph:router",
+    "examples.regex.graph:router",
+    "examples.rq.graph:router",
+    "examples.multilang.graph:router",
+    "examples.celery.tasks:router",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIMEOUT = 60
 
