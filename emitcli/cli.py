@@ -26,7 +26,7 @@ from .router.core import Router
 from .router.rq import RQRouter
 from .rqrun import RQRun
 from .runner import Failure, Runner, format_traceback
-from .worker import connect, make_worker, redis_url
+from .worker import GraphPool, connect, make_worker, redis_url
 
 #: Exit codes, as DESIGN.md fixes them.
 EXIT_OK = 0
@@ -474,27 +474,55 @@ def worker(
         typer.Option("--max-jobs", help="Quit after this many jobs.", show_default=False),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="The worker's name.", show_default=False)
+        str | None,
+        typer.Option(
+            "--name", help="The worker's name; with -n, their names' prefix.", show_default=False
+        ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "-n",
+            "--workers",
+            min=1,
+            help="Run a pool of N workers, restarted when they quit unless --burst.",
+        ),
+    ] = 1,
     app_dir: AppDir = None,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Run an RQ worker with the graph loaded once; it runs the graph's jobs only.
 
-    Ctrl-C or SIGTERM: finish the job in hand and exit 0; a second one stops at
-    once (the job is then failed or retried by RQ, not lost).
+    Ctrl-C or SIGTERM: finish the job in hand and exit 0; a second one, a
+    second or more later, stops at once (the job is then failed, or retried
+    if its node has retries left; never lost).  With -n, the same for each.
     """
     router = _load(locator, app_dir, verbose)
+    level = "WARNING" if quiet else "DEBUG" if verbose else "INFO"
     try:
-        connect(router, redis_url(url))
+        connect(router, redis_url(url)).ping()
         assert isinstance(router, RQRouter)
+        if workers > 1:
+            pool = GraphPool(
+                router,
+                locator,
+                queues or [],
+                workers=workers,
+                worker_class=worker_class.value,
+                name=name,
+                max_jobs=max_jobs,
+            )
+            pool.start(burst=burst, logging_level=level)
+            return
         rq_worker = make_worker(
             router, locator, queues or [], worker_class=worker_class.value, name=name
         )
     except EmitError as exc:
         _usage_error(str(exc))
-    level = "WARNING" if quiet else "DEBUG" if verbose else "INFO"
+    except RedisError as exc:
+        say(make_console(), f"cannot reach Redis: {exc}", "red")
+        raise typer.Exit(EXIT_FAILED) from None
     rq_worker.work(burst=burst, max_jobs=max_jobs, logging_level=level)
 
 

@@ -1,24 +1,32 @@
-"""``emit worker``: an RQ worker with the graph loaded once, before any job."""
+"""``emit worker``: RQ workers with the graph loaded once, before any job.
+
+One worker, or a pool of them forked from a process that imported the graph.
+Signals follow RQ's worker: the first SIGINT or SIGTERM lets the job in hand
+finish, a second one (a second or more later) stops at once, and the job in
+hand then ends failed, or requeued when its node has ``retry`` left.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
+from datetime import timedelta
+from multiprocessing.process import BaseProcess
+from types import FrameType
 from typing import Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker, SpawnWorker, Worker
 from rq.job import Job
+from rq.utils import now
+from rq.worker import BaseWorker
+from rq.worker_pool import WorkerPool
 
 from .errors import EmitError
 from .router.core import Router
 from .router.rq import JOB_FUNCTION, RQRouter, preload
-
-WORKER_CLASSES: dict[str, type[Worker] | type[SimpleWorker]] = {
-    "forking": Worker,
-    "simple": SimpleWorker,
-    "spawn": SpawnWorker,
-}
 
 #: Where the Redis URL comes from when ``-u`` is not given, first found wins.
 URL_VARIABLES = ("EMIT_REDIS_URL", "RQ_REDIS_URL", "REDIS_URL")
@@ -48,6 +56,58 @@ def graph_queues(router: Router) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+class _EmitJobsOnly(BaseWorker):
+    """What emit adds to each RQ worker class: its own jobs only, and a cold stop that
+    leaves no job behind in the started registry."""
+
+    _cold_stop = False
+
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        if job.func_name != JOB_FUNCTION:
+            self.log.error("refused job %s: it runs %r, not an emit node", job.id, job.func_name)
+            job.cancel()
+            return None
+        return super().execute_job(job, queue)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        # Ctrl-C reaches a pooled worker twice, from the terminal and from the
+        # pool; like RQ, a repeat within a second is the same request.
+        requested = self._shutdown_requested_date
+        if self._cold_stop or (requested and now() - requested < timedelta(seconds=1)):
+            return
+        self._cold_stop = True
+        self.log.warning("Worker %s: cold shut down", self.name)
+        if self.horse_pid:
+            # RQ would exit here and leave the job in the started registry
+            # until it expires.  Killing only the horse lets the worker fail
+            # (or retry) the job now, as for any horse that died, and then
+            # leave its loop, since a stop was requested before.
+            self.kill_horse()
+            return
+        # No horse: the job runs in this process, which the exception stops;
+        # RQ records it as the job's failure.
+        raise SystemExit()
+
+
+class EmitWorker(_EmitJobsOnly, Worker):
+    """RQ's forking worker: a new process for each job."""
+
+
+class EmitSimpleWorker(_EmitJobsOnly, SimpleWorker):
+    """RQ's simple worker: jobs run in the worker's own process."""
+
+
+class EmitSpawnWorker(_EmitJobsOnly, SpawnWorker):
+    """RQ's spawning worker, for where fork is unsafe; the horse pickles this class."""
+
+
+WORKER_CLASSES: dict[str, type[BaseWorker]] = {
+    "forking": EmitWorker,
+    "simple": EmitSimpleWorker,
+    "spawn": EmitSpawnWorker,
+}
+
+
 def make_worker(
     router: RQRouter,
     locator: str,
@@ -58,7 +118,7 @@ def make_worker(
 ) -> Any:
     """A worker of ``worker_class`` for ``queues`` (default: all the graph's), graph preloaded."""
     preload(router, locator)
-    cls = _guarded(WORKER_CLASSES[worker_class])
+    cls = WORKER_CLASSES[worker_class]
     connection = router.redis_connection
     queue_objects = [
         Queue(q, connection=connection, serializer=router.serializer)
@@ -67,18 +127,61 @@ def make_worker(
     return cls(queue_objects, connection=connection, serializer=router.serializer, name=name)
 
 
-def _guarded(base: type[Any]) -> type[Any]:
-    """The worker class, refusing jobs that are not emit batches before they run."""
+class GraphPool(WorkerPool):
+    """RQ's worker pool, its workers forked from this process with the graph loaded.
 
-    class EmitWorker(base):
-        def execute_job(self, job: Job, queue: Queue) -> Any:
-            if job.func_name != JOB_FUNCTION:
-                self.log.error(
-                    "refused job %s: it runs %r, not an emit node", job.id, job.func_name
-                )
-                job.cancel()
-                return None
-            return super().execute_job(job, queue)
+    The pool restarts a worker that quits (after ``max_jobs``, or that died)
+    unless in burst mode.  On SIGINT or SIGTERM it passes a SIGINT to each
+    worker, which stops as a lone worker does.
+    """
 
-    EmitWorker.__name__ = f"Emit{base.__name__}"
-    return EmitWorker
+    def __init__(
+        self,
+        router: RQRouter,
+        locator: str,
+        queues: Sequence[str],
+        *,
+        workers: int,
+        worker_class: str = "forking",
+        name: str | None = None,
+        max_jobs: int | None = None,
+    ) -> None:
+        preload(router, locator)
+        names = list(queues or graph_queues(router))
+        assert router.redis_connection is not None
+        super().__init__(
+            names,
+            connection=router.redis_connection,
+            num_workers=workers,
+            worker_class=WORKER_CLASSES[worker_class],
+            serializer=router.serializer,
+        )
+        self.router = router
+        self.locator = locator
+        self.worker_class_name = worker_class
+        self.prefix = name
+        self.max_jobs = max_jobs
+
+    def get_worker_process(
+        self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO"
+    ) -> BaseProcess:
+        if self.prefix:
+            # Each worker needs a name of its own, a restarted one too.
+            name = f"{self.prefix}-{name[:8]}"
+        return multiprocessing.get_context("fork").Process(
+            target=self._work, args=(name, burst, logging_level), name=f"emit worker {name}"
+        )
+
+    def _work(self, name: str, burst: bool, logging_level: str) -> None:
+        # A restarted worker is forked with the pool's handlers, which would
+        # stop its siblings; until its own are installed, it stops alone.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        worker = make_worker(
+            self.router,
+            self.locator,
+            self._queue_names,
+            worker_class=self.worker_class_name,
+            name=name,
+        )
+        worker.work(burst=burst, max_jobs=self.max_jobs, logging_level=logging_level)
