@@ -526,6 +526,41 @@ def worker(
     rq_worker.work(burst=burst, max_jobs=max_jobs, logging_level=level)
 
 
+# emit inspect ----------------------------------------------------------------
+
+
+@app.command("inspect")
+def inspect_command(
+    locator: Locator,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the same as one JSON document, for programs."),
+    ] = False,
+    app_dir: AppDir = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Show the graph: each node's fields, patterns and options, the routes, and problems.
+
+    Problems: a subscription or ignore pattern that matches no other node, a
+    node the input never reaches, a cycle, two nodes with one short name, no
+    entry point.  Exit status: 0 no problems, 1 problems found, 2 the graph
+    cannot be loaded.
+    """
+    # Imported here, where they are used, so that this command stays one block.
+    import json
+
+    from .console import render_inspection
+    from .inspection import describe
+
+    report = describe(_load(locator, app_dir, verbose))
+    if as_json:
+        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = render_inspection(report)
+    _write_stdout(text.encode())
+    raise typer.Exit(EXIT_FAILED if report["problems"] else EXIT_OK)
+
+
 # emit digraph, emit_digraph and emit completion ------------------------------
 
 

@@ -7,15 +7,18 @@ a terminal no colour codes are written.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
+from rich.tree import Tree
 
 if TYPE_CHECKING:
     from .runner import Failure, Stats
@@ -108,3 +111,109 @@ def _rate(rate: float) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+# emit inspect ---------------------------------------------------------------
+
+
+def render_inspection(report: Mapping[str, Any]) -> str:
+    """``emit inspect``'s page for people, from :func:`emitcli.inspection.describe`.
+
+    A tree of the input and each node (fields, patterns, options, where it
+    sends), problems marked in red on their nodes and listed at the end.
+    Rendered for stdout, which is for people here as in ``rq info``: colours
+    only when stdout is a terminal and ``NO_COLOR`` is unset.
+    """
+    console = _stdout_console()
+    with console.capture() as captured:
+        console.print(_graph_tree(report))
+        console.print()
+        console.print(_problem_list(report["problems"]))
+    return captured.get()
+
+
+def _stdout_console() -> Console:
+    # make_console's rules, for stdout: the console is created here, while
+    # the command runs, so it writes to the stdout of that moment.
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(
+        file=sys.stdout,
+        highlight=False,
+        soft_wrap=True,
+        width=width,
+        color_system=None if plain else "auto",
+    )
+
+
+def _graph_tree(report: Mapping[str, Any]) -> Tree:
+    # Every label is a Text: a plain string would be read as rich markup, and
+    # a node named ``port:compass:n`` would show an emoji.
+    nodes = report["nodes"]
+    root = Tree(
+        Text.assemble(
+            (report["router"], "bold"),
+            f": {_count(len(nodes), 'node')}, a message passes at most {report['max_hops']} hops",
+        )
+    )
+    routes = report["routes"]
+    entry = root.add(Text.assemble(("__entry_point", "bold"), " (the graph's input)"))
+    _add_destinations(entry, routes["__entry_point"])
+    for node in nodes:
+        _add_node(root, node, routes[node["name"]], report["problems"])
+    return root
+
+
+def _add_node(
+    root: Tree, node: Mapping[str, Any], destinations: list[str], problems: list[Any]
+) -> None:
+    name = node["name"]
+    own = [p for p in problems if name in p["nodes"]]
+    label = Text(name, style="bold")
+    if node["entry_point"]:
+        label.append(" entry point", style="cyan")
+    if own:
+        kinds = sorted({p["kind"] for p in own})
+        label.append(f" ! {', '.join(kinds)}", style="bold red")
+    branch = root.add(label)
+    branch.add(Text("fields: " + (", ".join(node["fields"]) or "none")))
+    bad = {p["pattern"] for p in own if p["pattern"] is not None}
+    for key, title in (("subscribe_to", "subscribes to"), ("ignore", "ignores")):
+        if node[key]:
+            branch.add(_patterns(title, node[key], bad))
+    if node["options"]:
+        options = ", ".join(f"{k}={_option(v)}" for k, v in node["options"].items())
+        branch.add(Text(f"options: {options}"))
+    _add_destinations(branch, destinations)
+
+
+def _patterns(title: str, patterns: list[str], bad: set[str]) -> Text:
+    line = Text(f"{title}: ")
+    for i, pattern in enumerate(patterns):
+        line.append(", " if i else "")
+        line.append(pattern, style="bold red" if pattern in bad else "")
+    return line
+
+
+def _option(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _add_destinations(branch: Tree, destinations: list[str]) -> None:
+    if not destinations:
+        branch.add(Text("sends to nothing", style="dim"))
+        return
+    sends = branch.add(Text("sends to"))
+    for destination in destinations:
+        sends.add(Text(destination))
+
+
+def _problem_list(problems: list[Mapping[str, Any]]) -> Text:
+    if not problems:
+        return Text("no problems found", style="green")
+    lines = Text(_count(len(problems), "problem"), style="bold red")
+    for problem in problems:
+        lines.append("\n- ")
+        lines.append(problem["kind"], style="bold red")
+        lines.append(f": {problem['text']}")
+    return lines
