@@ -1,27 +1,89 @@
 """``emit run --backend rq``: enqueue the input, then follow the run to its end.
 
-The run's jobs keep three Redis keys up to date in the same transaction as
-their sends (:func:`emitcli.router.rq.run_keys`): how many jobs are pending,
-the output lines of sinks, and failure records.  The run is over when every
-input record was enqueued and no job is pending; this side only reads.
+The run's jobs keep Redis keys up to date in the same transaction as their
+sends (:func:`emitcli.router.rq.run_keys`): how many jobs are pending, the
+output lines of sinks, failure records, and the jobs running now.  The run is
+over when every input record was enqueued and no job is pending.
+
+Following is also where faults are noticed, since this side waits anyway: a
+running job whose alive key lapsed lost its worker, and is settled as RQ
+settles an abandoned job (retried or failed, the failure reported here), only
+sooner; a lost connection is retried with backoff for a while; and a Redis
+that comes back without the run's keys is reported as a lost run, not waited on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
 from .errors import EmitError
 from .inputs import Record
 from .messages import ENTRY_POINT
-from .router.rq import RQRouter, Sender, run_keys
+from .router.rq import (
+    ATTEMPT_FIELD,
+    RECONNECT_FOR,
+    MessageTooBigError,
+    RQRouter,
+    Sender,
+    alive_key,
+    report_failure,
+    run_keys,
+)
 from .runner import Stats
+
+log = logging.getLogger(__name__)
 
 #: Most output lines or failures taken from Redis in one call.
 _CHUNK = 1000
+#: Seconds between looks for jobs whose worker died.
+REAP_EVERY = 1.0
+_ENDED = {JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CANCELED.value}
+
+# Drop a running entry only if it is still the one looked at: a new attempt of
+# the job may have replaced it since.  KEYS: running; ARGV: job id, entry.
+_FORGET = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('hdel', KEYS[1], ARGV[1])
+"""
+
+# As _FORGET, and the job counts as ended with a failure record.
+# KEYS: running, pending, failed; ARGV: job id, entry, failure record.
+_LOST = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('hdel', KEYS[1], ARGV[1])
+if redis.call('exists', KEYS[2]) == 0 then return 0 end
+redis.call('decr', KEYS[2])
+redis.call('rpush', KEYS[3], ARGV[3])
+return 1
+"""
+
+
+class RunLostError(EmitError, RedisError):
+    """Redis no longer holds a run's bookkeeping: it was restarted without
+    persistence, flushed, or evicted the keys.  The jobs still pending then,
+    and the messages they carried, are lost."""
+
+    def __init__(self, run: str, pending: int) -> None:
+        self.run = run
+        self.pending = pending
+        super().__init__(
+            f"Redis no longer knows run {run} (restarted without persistence, flushed, or "
+            f"out of memory): its {pending} pending job(s) and their messages are lost; "
+            "the output printed so far is all there is"
+        )
 
 
 class RQRun:
@@ -52,10 +114,13 @@ class RQRun:
         if not self.entries:
             raise EmitError("the graph has no entry point; mark a node with entry_point=True")
         self.closed = False
+        self.enqueued = 0
+        self.last_pending = 0
+        self.reaped_at = 0.0
 
     def submit(self, records: Iterable[Record], *, follow: bool = True) -> None:
         """Enqueue every good record for the entry points; report the bad ones."""
-        sender = Sender(self.router, self.run_id, track=True)
+        sender = Sender(self.router, self.run_id, track=True, refuse=self._refused)
         size = self.router.batch_size
         for record in records:
             self.stats.records += 1
@@ -66,31 +131,75 @@ class RQRun:
             for spec in self.entries:
                 sender.add(spec, [[record.fields, ENTRY_POINT, None, 0, record.where]])
             if sender.count >= size:
-                sender.send()
+                self.enqueued += len(sender.send())
                 if follow:
                     self.drain()
         if sender.count:
-            sender.send()
+            self.enqueued += len(sender.send())
+
+    def _refused(self, item: list[Any], error: MessageTooBigError) -> None:
+        self.stats.errors += 1
+        self.report(item[4] or "?", error.node, str(error), {})
+
+    # Following -------------------------------------------------------------
 
     def follow(self, timeout: float | None) -> bool:
-        """Print what the run sends until no job is pending; False on timeout."""
+        """Print what the run sends until no job is pending; False on timeout.
+
+        :raises RunLostError: Redis came back without the run.
+        :raises RedisError: Redis stayed away for ``RECONNECT_FOR`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        connection = self.connection
         while True:
-            self.drain()
-            if self.closed:
-                return True
-            if int(connection.get(self.keys["pending"]) or 0) <= 0 and not self._waiting():
-                return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            # Block until something arrives (or a second passes, to recheck).
-            wait = 1.0 if left is None else max(0.01, min(1.0, left))
-            found = connection.blpop([self.keys["out"], self.keys["failed"]], timeout=wait)
-            if found is not None:
-                key, value = found
-                self._take(key.decode(), [value])
+            try:
+                if self._over():
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    log.warning("run %s: %s", self.run_id, self.missing())
+                    return False
+                self._wait(left)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._reconnect(exc, deadline)
+
+    def _over(self) -> bool:
+        self.drain()
+        if self.closed:
+            return True
+        if time.monotonic() - self.reaped_at >= REAP_EVERY:
+            self.reap()
+        value = self.connection.get(self.keys["pending"])
+        if value is None and self.enqueued:
+            raise RunLostError(self.run_id, self.last_pending)
+        self.last_pending = int(value or 0)
+        return self.last_pending <= 0 and not self._waiting()
+
+    def _wait(self, left: float | None) -> None:
+        # Block until something arrives, or a second passes, to recheck.
+        wait = 1.0 if left is None else max(0.01, min(1.0, left))
+        found = self.connection.blpop([self.keys["out"], self.keys["failed"]], timeout=wait)
+        if found is not None:
+            key, value = found
+            self._take(key.decode(), [value])
+
+    def _reconnect(self, error: RedisError, deadline: float | None) -> None:
+        """Wait, with backoff, until Redis answers again; raise ``error`` if it does not."""
+        started = time.monotonic()
+        give_up = started + RECONNECT_FOR
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        log.warning("lost Redis (%s); retrying for up to %.0fs", error, give_up - started)
+        pause = 0.1
+        while time.monotonic() < give_up:
+            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+            pause = min(pause * 2, 2.0)
+            try:
+                self.connection.ping()
+            except (RedisConnectionError, RedisTimeoutError):
+                continue
+            log.warning("Redis is back after %.1fs", time.monotonic() - started)
+            return
+        raise error
 
     def pending(self) -> int:
         return int(self.connection.get(self.keys["pending"]) or 0)
@@ -124,3 +233,118 @@ class RQRun:
             self.stats.errors += 1
             where = record.get("where") or "?"
             self.report(where, record.get("node"), record["error"]["text"], record)
+
+    # Jobs whose worker died ------------------------------------------------
+
+    def reap(self) -> None:
+        """Settle the run's running jobs whose alive key lapsed: their process is gone."""
+        self.reaped_at = time.monotonic()
+        running = self.connection.hgetall(self.keys["running"])
+        if not running:
+            return
+        ids = [job_id.decode() for job_id in running]
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(alive_key(self.run_id, job_id))
+            alive = pipe.execute()
+        for job_id, is_alive in zip(ids, alive, strict=True):
+            if not is_alive:
+                self._settle(job_id, running[job_id.encode()])
+
+    def _settle(self, job_id: str, entry: bytes) -> None:
+        info = json.loads(entry)
+        status, attempt = self.connection.hmget(Job.key_for(job_id), "status", ATTEMPT_FIELD)
+        if status is None:
+            return self._vanished(job_id, entry, info)
+        if (attempt or b"").decode() != info["attempt"]:
+            # RQ retried the job and it started again: that attempt has its own entry.
+            return self._forget(job_id, entry)
+        status = status.decode()
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=self.router.serializer)
+        except NoSuchJobError:
+            return None  # deleted since: the next look finds it vanished
+        if status == JobStatus.STARTED.value:
+            return self._abandon(job, info)
+        if status in _ENDED:
+            # A forking worker whose work horse was killed fails the job
+            # without calling its failure callback: report it here.
+            result = job.latest_result()
+            why = (result.exc_string if result else None) or status
+            text = f"worker died: {why.strip().splitlines()[-1]}"
+            report_failure(job, self.connection, "WorkerDied", text)
+            return None
+        # Queued or scheduled again (a horse killed with retries left), or finished.
+        return self._forget(job_id, entry)
+
+    def _abandon(self, job: Job, info: dict[str, Any]) -> None:
+        """Hand RQ a dead worker's job as an abandoned one, now rather than when
+        RQ's heartbeat for it expires (a minute or more, plus a worker's
+        maintenance interval): RQ calls its failure callback, then retries it
+        or moves it to the failed jobs, just as it would later."""
+        queue = Queue(job.origin, connection=self.connection, serializer=self.router.serializer)
+        registry = StartedJobRegistry(queue=queue)
+        entries = {
+            f"{job_id}:{execution}": 0
+            for job_id, execution in registry.get_job_and_execution_ids(cleanup=False)
+            if job_id == job.id
+        }
+        if not entries:
+            # RQ has no record of it running: nothing of RQ's to hand over.
+            report_failure(job, self.connection, "WorkerDied", "worker died")
+            return
+        # Worker maintenance takes this lock too; while it holds it, try again later.
+        if not queue.acquire_maintenance_lock():
+            return
+        log.warning(
+            "job %s of node %r has no heartbeat: its worker %s (pid %s on %s) died",
+            job.id,
+            info.get("node"),
+            info.get("worker"),
+            info.get("pid"),
+            info.get("host"),
+        )
+        try:
+            self.connection.zadd(registry.key, entries, xx=True)
+            registry.cleanup(timestamp=0)
+        finally:
+            queue.release_maintenance_lock()
+
+    def _forget(self, job_id: str, entry: bytes) -> None:
+        self.connection.eval(_FORGET, 1, self.keys["running"], job_id, entry)
+
+    def _vanished(self, job_id: str, entry: bytes, info: dict[str, Any]) -> None:
+        """A running job whose hash is gone (deleted, or lost by Redis): count it
+        as ended, once, so that the run does not wait for it forever."""
+        record = {
+            "kind": "failure",
+            "node": info.get("node"),
+            "where": None,
+            "error": {"type": "JobLost", "text": f"job {job_id} vanished from Redis"},
+            "message": {},
+        }
+        keys = self.keys
+        args = (keys["running"], keys["pending"], keys["failed"], job_id, entry)
+        self.connection.eval(_LOST, 3, *args, json.dumps(record))
+
+    def missing(self) -> str:
+        """What the run still waits for: jobs running, queued and scheduled."""
+        pending = self.pending()
+        parts = []
+        running = self.connection.hgetall(self.keys["running"])
+        for entry in running.values():
+            info = json.loads(entry)
+            parts.append(
+                f"node {info.get('node')!r} running on worker {info.get('worker')} "
+                f"(pid {info.get('pid')} on {info.get('host')})"
+            )
+        queues = (spec.options.get("queue", "default") for spec in self.router.nodes.values())
+        for name in dict.fromkeys(queues):
+            queue = Queue(name, connection=self.connection, serializer=self.router.serializer)
+            scheduled = ScheduledJobRegistry(queue=queue).count
+            if queue.count:
+                parts.append(f"{queue.count} job(s) waiting in queue {name!r}")
+            if scheduled:
+                parts.append(f"{scheduled} job(s) in queue {name!r} scheduled for a retry")
+        where = "; ".join(parts) or "none running or queued"
+        return f"{pending} job(s) still pending: {where}"
