@@ -16,7 +16,7 @@ import typer
 from redis.exceptions import RedisError
 from typer.completion import completion_init, get_completion_script
 
-from . import __version__
+from . import __version__, throwaway
 from .console import make_console, progress, report_failure, say, summary
 from .digraph import RankDir, RenderError, drawing, to_dot
 from .errors import EmitError, LoadError
@@ -161,6 +161,16 @@ def run(
         bool,
         typer.Option("--no-wait", help="With --backend rq: only enqueue, and print the run id."),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="With --backend rq: start N workers for the run, and a throw-away Redis "
+            "unless -u or a URL variable names one; stop them when the run ends.",
+            show_default=False,
+        ),
+    ] = None,
     app_dir: AppDir = None,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -191,7 +201,15 @@ def run(
     if backend is Backend.rq:
         if output or fail_fast or dead_letter:
             _usage_error("--output, --fail-fast and --dead-letter work with --backend local only")
-        raise typer.Exit(_run_rq(router, locator, records, url, timeout, no_wait, console, quiet))
+        if workers and no_wait:
+            _usage_error("--workers stop when the run ends: with --no-wait, nothing would run")
+        rq_args = (router, locator, records, url, timeout, no_wait, console, quiet)
+        if workers:
+            own = _run_rq_own_workers(*rq_args, workers=workers, app_dir=app_dir, verbose=verbose)
+            raise typer.Exit(own)
+        raise typer.Exit(_run_rq(*rq_args))
+    if workers:
+        _usage_error("--workers starts RQ workers; it works with --backend rq")
 
     def report(failure: Failure) -> None:
         trace = format_traceback(failure.error) if verbose and failure.error else None
@@ -217,6 +235,53 @@ def run(
     raise typer.Exit(code)
 
 
+def _run_rq_own_workers(
+    router: Router,
+    locator: str,
+    records: Iterator[Record],
+    url: str | None,
+    timeout: float | None,
+    no_wait: bool,
+    console: Any,
+    quiet: bool,
+    *,
+    workers: int,
+    app_dir: Path | None,
+    verbose: int,
+) -> int:
+    """``_run_rq`` on N workers started for the run, and on a Redis of their own unless
+    one is named; all stopped when it ends."""
+    url = redis_url(url)
+    try:
+        with (
+            _sigterm_interrupts(),
+            throwaway.redis_server() if url is None else nullcontext(url) as used,
+            throwaway.workers(locator, used, workers, app_dir=app_dir, verbose=verbose),
+        ):
+            rq_args = (router, locator, records, used, timeout, no_wait, console, quiet)
+            return _run_rq(*rq_args, own_workers=True)
+    except throwaway.StartError as exc:
+        say(console, str(exc), "red")
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # while the server or the workers start or stop
+        say(console, "interrupted")
+        return EXIT_INTERRUPTED
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts as Ctrl-C does, so that what the run started is stopped too."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    saved = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
 def _run_rq(
     router: Router,
     locator: str,
@@ -226,6 +291,8 @@ def _run_rq(
     no_wait: bool,
     console: Any,
     quiet: bool,
+    *,
+    own_workers: bool = False,
 ) -> int:
     """Enqueue the records on RQ and, unless --no-wait, follow the run to its end."""
     try:
@@ -248,7 +315,8 @@ def _run_rq(
                 return EXIT_OK
             finished = run.follow(timeout)
         except KeyboardInterrupt:
-            say(console, f"interrupted; run {run.run_id} goes on in the workers")
+            goes_on = "stopped with its workers" if own_workers else "goes on in the workers"
+            say(console, f"interrupted; run {run.run_id} {goes_on}")
             return EXIT_INTERRUPTED
         except RedisError as exc:
             say(console, f"lost Redis: {exc}", "red")

@@ -25,8 +25,12 @@ from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from .errors import EmitError
+from .loader import load_router
 from .router.core import Router
 from .router.rq import JOB_FUNCTION, RQRouter, preload
+
+#: How a spawning worker names its graph to its horses, which start afresh.
+GRAPH_VARIABLE = "EMIT_WORKER_GRAPH"
 
 #: Where the Redis URL comes from when ``-u`` is not given, first found wins.
 URL_VARIABLES = ("EMIT_REDIS_URL", "RQ_REDIS_URL", "REDIS_URL")
@@ -61,6 +65,8 @@ class _EmitJobsOnly(BaseWorker):
     leaves no job behind in the started registry."""
 
     _cold_stop = False
+    #: The locator of the graph this worker was started for.
+    graph_locator: str | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> Any:
         if job.func_name != JOB_FUNCTION:
@@ -86,7 +92,22 @@ class _EmitJobsOnly(BaseWorker):
             return
         # No horse: the job runs in this process, which the exception stops;
         # RQ records it as the job's failure.
-        raise SystemExit()
+        raise ColdStop(signum)
+
+
+class ColdStop(SystemExit):
+    """A second signal stopped the worker at once; in the job it ran itself, if any.
+
+    Exits with status 0 like RQ's own cold stop, and names the signal in the
+    failure recorded for that job.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(0)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"the worker was stopped at once by {signal.Signals(self.signum).name}"
 
 
 class EmitWorker(_EmitJobsOnly, Worker):
@@ -98,10 +119,30 @@ class EmitSimpleWorker(_EmitJobsOnly, SimpleWorker):
 
 
 class EmitSpawnWorker(_EmitJobsOnly, SpawnWorker):
-    """RQ's spawning worker, for where fork is unsafe; the horse pickles this class."""
+    """RQ's spawning worker, for where fork is unsafe; the horse pickles this class.
+
+    Each horse is a new interpreter, which inherits none of the worker's
+    state: it loads the worker's graph again, named in its environment, and
+    connects it to the worker's Redis, so that ``-u`` and the refusal of
+    other graphs' jobs hold in the horse too.
+    """
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        if self.graph_locator:
+            os.environ[GRAPH_VARIABLE] = self.graph_locator
+        super().fork_work_horse(job, queue)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        locator = os.environ.get(GRAPH_VARIABLE)
+        if locator:
+            router = load_router(locator)
+            if isinstance(router, RQRouter):
+                router.redis_connection = self.connection
+            preload(router, locator)
+        super().main_work_horse(job, queue)
 
 
-WORKER_CLASSES: dict[str, type[BaseWorker]] = {
+WORKER_CLASSES: dict[str, type[_EmitJobsOnly]] = {
     "forking": EmitWorker,
     "simple": EmitSimpleWorker,
     "spawn": EmitSpawnWorker,
@@ -124,7 +165,9 @@ def make_worker(
         Queue(q, connection=connection, serializer=router.serializer)
         for q in (queues or graph_queues(router))
     ]
-    return cls(queue_objects, connection=connection, serializer=router.serializer, name=name)
+    worker = cls(queue_objects, connection=connection, serializer=router.serializer, name=name)
+    worker.graph_locator = locator
+    return worker
 
 
 class GraphPool(WorkerPool):

