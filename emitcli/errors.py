@@ -81,6 +81,32 @@ class HopLimitError(EmitError):
         )
 
 
+class MessageTooBigError(EmitError):
+    """A message is bigger, serialised, than its RQ router's ``max_message_bytes``.
+
+    Raised (or reported, in a run) before anything of its batch is enqueued;
+    the message is never truncated.
+    """
+
+    def __init__(self, sender: str, node: str, size: int, limit: int) -> None:
+        # Imported here: messages imports this module.
+        from .messages import ENTRY_POINT
+
+        self.sender = sender
+        self.node = node
+        self.size = size
+        self.limit = limit
+        what = (
+            f"an input record for node {node!r}"
+            if sender == ENTRY_POINT
+            else f"node {sender!r} sent a message to {node!r} that"
+        )
+        super().__init__(
+            f"{what} is {_bytes(size)}, over the limit of {_bytes(limit)} "
+            "(RQRouter max_message_bytes); it was not sent"
+        )
+
+
 class RunStopped(EmitError):
     """The run stopped (a signal, a node calling sys.exit) before a record was finished."""
 
@@ -114,6 +140,10 @@ def describe_path(path: list[str]) -> str:
     if earlier >= 0:
         return "cycle " + " -> ".join(path[earlier:])
     return "path ... -> " + " -> ".join(path[-5:])
+
+
+def _bytes(size: int) -> str:
+    return f"{size} bytes ({size / 2**20:.1f} MiB)" if size >= 2**20 else f"{size} bytes"
 
 
 def _fields(fields: tuple[str, ...]) -> str:

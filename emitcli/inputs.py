@@ -30,6 +30,9 @@ class Record:
     fields: dict[str, Any] | None
     error: str | None = None
     raw: bytes = b""
+    #: The node to send the fields to, skipping the entry points; how
+    #: ``emit replay --node`` and ``--failed`` send a message where it was.
+    node: str | None = None
 
     @property
     def where(self) -> str:

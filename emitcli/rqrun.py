@@ -1,7 +1,7 @@
 """``emit run --backend rq``: enqueue the input, then follow the run to its end.
 
 The run's jobs keep Redis keys up to date in the same transaction as their
-sends (:func:`emitcli.router.rq.run_keys`): how many jobs are pending, the
+sends (:func:`emitcli.router.rqbook.run_keys`): how many jobs are pending, the
 output lines of sinks, failure records, and the jobs running now.  The run is
 over when every input record was enqueued and no job is pending.
 
@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,19 +29,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from .errors import EmitError
+from .errors import EmitError, MessageTooBigError
 from .inputs import Record
 from .messages import ENTRY_POINT
-from .router.rq import (
-    ATTEMPT_FIELD,
-    RECONNECT_FOR,
-    MessageTooBigError,
-    RQRouter,
-    Sender,
-    alive_key,
-    report_failure,
-    run_keys,
-)
+from .router.rq import RECONNECT_FOR, RQRouter, Sender
+from .router.rqbook import ATTEMPT_FIELD, alive_key, marks_of, report_failure, run_keys, same_redis
 from .runner import Stats
 
 log = logging.getLogger(__name__)
@@ -119,17 +111,20 @@ class RQRun:
         self.reaped_at = 0.0
 
     def submit(self, records: Iterable[Record], *, follow: bool = True) -> None:
-        """Enqueue every good record for the entry points; report the bad ones."""
+        """Enqueue every good record for the entry points (or the node it names,
+        as ``emit replay`` does); report the bad ones."""
         sender = Sender(self.router, self.run_id, track=True, refuse=self._refused)
         size = self.router.batch_size
+        nodes = self.router.nodes
         for record in records:
             self.stats.records += 1
             if record.fields is None:
                 self.stats.bad_input += 1
                 self.report(record.where, None, record.error or "bad input", {})
                 continue
-            for spec in self.entries:
-                sender.add(spec, [[record.fields, ENTRY_POINT, None, 0, record.where]])
+            item = [record.fields, ENTRY_POINT, None, 0, record.where]
+            for spec in self.entries if record.node is None else [nodes[record.node]]:
+                sender.add(spec, [item])
             if sender.count >= size:
                 self.enqueued += len(sender.send())
                 if follow:
@@ -156,7 +151,6 @@ class RQRun:
                     return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    log.warning("run %s: %s", self.run_id, self.missing())
                     return False
                 self._wait(left)
             except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -253,7 +247,10 @@ class RQRun:
 
     def _settle(self, job_id: str, entry: bytes) -> None:
         info = json.loads(entry)
-        status, attempt = self.connection.hmget(Job.key_for(job_id), "status", ATTEMPT_FIELD)
+        job_redis = self._job_redis(info.get("node"))
+        marks, _ = marks_of(self.run_id, job_id, job_redis, self.connection)
+        status = job_redis.hget(Job.key_for(job_id), "status")
+        attempt = self.connection.hget(marks, ATTEMPT_FIELD)
         if status is None:
             return self._vanished(job_id, entry, info)
         if (attempt or b"").decode() != info["attempt"]:
@@ -261,7 +258,7 @@ class RQRun:
             return self._forget(job_id, entry)
         status = status.decode()
         try:
-            job = Job.fetch(job_id, connection=self.connection, serializer=self.router.serializer)
+            job = Job.fetch(job_id, connection=job_redis, serializer=self.router.serializer)
         except NoSuchJobError:
             return None  # deleted since: the next look finds it vanished
         if status == JobStatus.STARTED.value:
@@ -282,7 +279,7 @@ class RQRun:
         RQ's heartbeat for it expires (a minute or more, plus a worker's
         maintenance interval): RQ calls its failure callback, then retries it
         or moves it to the failed jobs, just as it would later."""
-        queue = Queue(job.origin, connection=self.connection, serializer=self.router.serializer)
+        queue = Queue(job.origin, connection=job.connection, serializer=self.router.serializer)
         registry = StartedJobRegistry(queue=queue)
         entries = {
             f"{job_id}:{execution}": 0
@@ -305,10 +302,15 @@ class RQRun:
             info.get("host"),
         )
         try:
-            self.connection.zadd(registry.key, entries, xx=True)
+            job.connection.zadd(registry.key, entries, xx=True)
             registry.cleanup(timestamp=0)
         finally:
             queue.release_maintenance_lock()
+
+    def _job_redis(self, node: str | None) -> Any:
+        """The Redis the jobs of ``node`` live in: its own connection, or the run's."""
+        spec = self.router.nodes.get(node or "")
+        return self.router.connection_for(spec) if spec is not None else self.connection
 
     def _forget(self, job_id: str, entry: bytes) -> None:
         self.connection.eval(_FORGET, 1, self.keys["running"], job_id, entry)
@@ -338,13 +340,26 @@ class RQRun:
                 f"node {info.get('node')!r} running on worker {info.get('worker')} "
                 f"(pid {info.get('pid')} on {info.get('host')})"
             )
-        queues = (spec.options.get("queue", "default") for spec in self.router.nodes.values())
-        for name in dict.fromkeys(queues):
-            queue = Queue(name, connection=self.connection, serializer=self.router.serializer)
+        for name, connection, elsewhere in self._queues():
+            queue = Queue(name, connection=connection, serializer=self.router.serializer)
             scheduled = ScheduledJobRegistry(queue=queue).count
             if queue.count:
-                parts.append(f"{queue.count} job(s) waiting in queue {name!r}")
+                parts.append(f"{queue.count} job(s) waiting in queue {name!r}{elsewhere}")
             if scheduled:
-                parts.append(f"{scheduled} job(s) in queue {name!r} scheduled for a retry")
+                parts.append(
+                    f"{scheduled} job(s) in queue {name!r}{elsewhere} scheduled for a retry"
+                )
         where = "; ".join(parts) or "none running or queued"
         return f"{pending} job(s) still pending: {where}"
+
+    def _queues(self) -> Iterator[tuple[str, Any, str]]:
+        """Each queue of the graph once per Redis: its name, its connection, and
+        where it is when not in the run's Redis."""
+        seen = set()
+        for spec in self.router.nodes.values():
+            name = spec.options.get("queue", "default")
+            connection = self.router.connection_for(spec) or self.connection
+            home = same_redis(connection, self.connection)
+            if (name, home or id(connection)) not in seen:
+                seen.add((name, home or id(connection)))
+                yield name, connection, "" if home else f" of node {spec.name!r}'s own Redis"

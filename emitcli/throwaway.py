@@ -125,15 +125,17 @@ def workers(
 ) -> Iterator[list[str]]:
     """``count`` ``emit worker`` processes for the graph while the block runs.
 
-    Yields the workers' names once each has registered with Redis.  What the
-    nodes print goes to stderr.  So do the workers' warnings and errors with
-    ``verbose`` (and their debug log with 2), else they go to a file, whose
-    end is shown if a worker does not start: the run reports failed messages.
+    Yields the workers' names once each has registered with Redis.  They run
+    RQ's scheduler too (one of them holds it), so that retries which wait an
+    interval are run.  What the nodes print goes to stderr.  So do the
+    workers' warnings and errors with ``verbose`` (and their debug log with
+    2), else they go to a file, whose end is shown if a worker does not start:
+    the run reports failed messages.
     """
     token = uuid.uuid4().hex[:8]
     names = [f"emit-run-{token}-{i}" for i in range(1, count + 1)]
     command = [sys.executable, "-m", "emitcli", "worker", locator, "-u", url]
-    command += ["-w", WORKER_CLASS, "-v" if verbose > 1 else "-q"]
+    command += ["-w", WORKER_CLASS, "--with-scheduler", "-v" if verbose > 1 else "-q"]
     command += ["--app-dir", str(app_dir)] if app_dir else []
     with tempfile.TemporaryDirectory(prefix="emit-workers-") as folder:
         logs = [Path(folder) / f"{name}.log" for name in names]

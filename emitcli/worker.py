@@ -1,6 +1,8 @@
 """``emit worker``: RQ workers with the graph loaded once, before any job.
 
 One worker, or a pool of them forked from a process that imported the graph.
+A worker listens on one Redis: the router's own by default, or that of the
+nodes whose queues it is given, when they have a ``connection`` of their own.
 Signals follow RQ's worker: the first SIGINT or SIGTERM lets the job in hand
 finish, a second one (a second or more later) stops at once, and the job in
 hand then ends failed, or requeued when its node has ``retry`` left.
@@ -8,6 +10,7 @@ hand then ends failed, or requeued when its node has ``retry`` left.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -26,8 +29,13 @@ from rq.worker_pool import WorkerPool
 
 from .errors import EmitError
 from .loader import load_router
+from .node import NodeSpec
 from .router.core import Router
-from .router.rq import JOB_FUNCTION, RQRouter, preload
+from .router.rq import JOB_FUNCTION, RQRouter
+from .router.rqbook import same_redis
+from .router.rqjobs import horse_killed, preload
+
+log = logging.getLogger(__name__)
 
 #: How a spawning worker names its graph to its horses, which start afresh.
 GRAPH_VARIABLE = "EMIT_WORKER_GRAPH"
@@ -56,8 +64,50 @@ def connect(router: Router, url: str | None) -> Redis:
 
 def graph_queues(router: Router) -> list[str]:
     """Every queue the graph's nodes use, in registration order."""
-    names = [spec.options.get("queue", "default") for spec in router.nodes.values()]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(_queue(spec) for spec in router.nodes.values()))
+
+
+def listening(router: RQRouter, queues: Sequence[str]) -> tuple[Redis, list[str]]:
+    """The Redis a worker for ``queues`` listens on, and the queues.
+
+    Without queues: the router's own Redis, and the queues of the nodes whose
+    jobs go there.  With queues: the Redis their nodes' jobs go to, which must
+    be one.
+    """
+    home = router.redis_connection
+    assert home is not None
+    groups: dict[object, tuple[Redis, list[NodeSpec]]] = {}
+    for spec in router.nodes.values():
+        if queues and _queue(spec) not in queues:
+            continue
+        connection = router.connection_for(spec) or home
+        where = "home" if same_redis(connection, home) else id(connection)
+        groups.setdefault(where, (connection, []))[1].append(spec)
+
+    if queues:
+        if len(groups) > 1:
+            nodes = "; ".join(
+                ", ".join(spec.name for spec in specs) for _, specs in groups.values()
+            )
+            raise EmitError(
+                f"the queues {', '.join(queues)} hold jobs on different Redis databases "
+                f"(nodes {nodes}); start a worker for each, and give a node with a "
+                "connection of its own a queue of its own"
+            )
+        return next(iter(groups.values()))[0] if groups else home, list(queues)
+
+    away = [spec.name for where, (_, specs) in groups.items() if where != "home" for spec in specs]
+    if away:
+        log.info(
+            "not listening for node(s) %s, whose jobs go to a Redis of their own: "
+            "start a worker for their queues (emit worker LOCATOR QUEUE)",
+            ", ".join(away),
+        )
+    return home, list(dict.fromkeys(_queue(spec) for spec in groups.get("home", (home, []))[1]))
+
+
+def _queue(spec: NodeSpec) -> str:
+    return str(spec.options.get("queue", "default"))
 
 
 class _EmitJobsOnly(BaseWorker):
@@ -74,6 +124,20 @@ class _EmitJobsOnly(BaseWorker):
             job.cancel()
             return None
         return super().execute_job(job, queue)
+
+    def subscribe(self) -> None:
+        # RQ's thread for its command channel waits up to 60 s for a message,
+        # and counts on the reply to its UNSUBSCRIBE to wake it; when that
+        # reply came before the wait began, the thread sleeps on, and recent
+        # redis-py joins it with no time limit: a warm stop took a minute
+        # (seen with redis-py 8.2 and RQ 3.0).  A wait of a second keeps a
+        # stop prompt, at one wake-up a second.
+        self.log.debug("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         # Ctrl-C reaches a pooled worker twice, from the terminal and from the
@@ -156,16 +220,23 @@ def make_worker(
     *,
     worker_class: str = "forking",
     name: str | None = None,
+    connection: Redis | None = None,
 ) -> Any:
-    """A worker of ``worker_class`` for ``queues`` (default: all the graph's), graph preloaded."""
+    """A worker of ``worker_class`` for ``queues`` (default: those of the router's own
+    Redis), graph preloaded; on ``connection``, else as :func:`listening` finds."""
     preload(router, locator)
     cls = WORKER_CLASSES[worker_class]
-    connection = router.redis_connection
-    queue_objects = [
-        Queue(q, connection=connection, serializer=router.serializer)
-        for q in (queues or graph_queues(router))
-    ]
-    worker = cls(queue_objects, connection=connection, serializer=router.serializer, name=name)
+    if connection is None:
+        connection, names = listening(router, queues)
+    else:
+        names = list(queues)
+    worker = cls(
+        [Queue(q, connection=connection, serializer=router.serializer) for q in names],
+        connection=connection,
+        serializer=router.serializer,
+        name=name,
+        work_horse_killed_handler=horse_killed,
+    )
     worker.graph_locator = locator
     return worker
 
@@ -175,7 +246,8 @@ class GraphPool(WorkerPool):
 
     The pool restarts a worker that quits (after ``max_jobs``, or that died)
     unless in burst mode.  On SIGINT or SIGTERM it passes a SIGINT to each
-    worker, which stops as a lone worker does.
+    worker, which stops as a lone worker does.  With ``with_scheduler`` each
+    worker runs RQ's scheduler too, as in RQ's own pool; one at a time holds it.
     """
 
     def __init__(
@@ -188,13 +260,13 @@ class GraphPool(WorkerPool):
         worker_class: str = "forking",
         name: str | None = None,
         max_jobs: int | None = None,
+        with_scheduler: bool = False,
     ) -> None:
         preload(router, locator)
-        names = list(queues or graph_queues(router))
-        assert router.redis_connection is not None
+        connection, names = listening(router, queues)
         super().__init__(
             names,
-            connection=router.redis_connection,
+            connection=connection,
             num_workers=workers,
             worker_class=WORKER_CLASSES[worker_class],
             serializer=router.serializer,
@@ -204,6 +276,7 @@ class GraphPool(WorkerPool):
         self.worker_class_name = worker_class
         self.prefix = name
         self.max_jobs = max_jobs
+        self.with_scheduler = with_scheduler
 
     def get_worker_process(
         self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO"
@@ -226,5 +299,11 @@ class GraphPool(WorkerPool):
             self._queue_names,
             worker_class=self.worker_class_name,
             name=name,
+            connection=self.connection,
         )
-        worker.work(burst=burst, max_jobs=self.max_jobs, logging_level=logging_level)
+        worker.work(
+            burst=burst,
+            max_jobs=self.max_jobs,
+            logging_level=logging_level,
+            with_scheduler=self.with_scheduler,
+        )

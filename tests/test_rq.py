@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,14 @@ from redis import Redis
 from rq import Callback, Queue, SimpleWorker
 
 from emitcli import Router
-from emitcli.errors import GraphError, OptionError
+from emitcli.errors import EmitError, GraphError, OptionError
+from emitcli.inputs import Record
+from emitcli.router import rq as rq_module
 from emitcli.router.rq import FAILED_CALLBACK, JOB_FUNCTION, RQRouter, run_keys
+from emitcli.router.rqbook import same_redis
+from emitcli.rqrun import RQRun
+from emitcli.throwaway import free_port
+from emitcli.worker import listening
 from tests.graphs import rq_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +45,14 @@ def work(router: RQRouter, *queues: str) -> None:
     names = queues or ("default", "counting")
     objects = [Queue(q, connection=connection, serializer=router.serializer) for q in names]
     SimpleWorker(objects, connection=connection, serializer=router.serializer).work(burst=True)
+
+
+def emit(*args: str, stdin: str = "", url: str | None = None) -> subprocess.CompletedProcess:
+    """Run the ``emit`` command on ``stdin``, with ``url`` as EMIT_REDIS_URL; capture its output."""
+    env = {**os.environ, "EMIT_REDIS_URL": url} if url else None
+    return subprocess.run(
+        [EMIT, *args], input=stdin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=90
+    )
 
 
 def run_lists(redis: Redis, run: str) -> tuple[int, list[dict], list[dict]]:
@@ -130,6 +146,8 @@ def test_unknown_and_malformed_rq_options_are_refused_at_registration():
         router.node(("x",), queu="fast")(lambda msg: 1)
     with pytest.raises(OptionError, match="retry"):
         router.node(("x",), retry="often")(lambda msg: 1)
+    with pytest.raises(OptionError, match=r"connection must be a redis\.Redis"):
+        router.node(("x",), connection="redis://elsewhere")(lambda msg: 1)
     with pytest.raises(OptionError, match="queue"):
         Router().node(("x",), queue="fast")(lambda msg: 1)
 
@@ -196,51 +214,127 @@ def test_emit_run_on_rq_with_real_workers_gives_the_local_word_counts(redis_url,
     assert finals(remote.stdout) == finals(local.stdout)
 
 
+WORD_COUNT = ("run", "examples.rq.graph:router", "--backend", "rq", "--field", "document")
+
+
 def test_emit_run_on_rq_names_what_is_missing_when_no_worker_comes(redis_url, redis):
-    env = {**os.environ, "EMIT_REDIS_URL": redis_url}
-    result = subprocess.run(
-        [
-            EMIT,
-            "run",
-            "examples.rq.graph:router",
-            "--backend",
-            "rq",
-            "--field",
-            "document",
-            "--timeout",
-            "1",
-        ],
-        input="a b\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    result = emit(*WORD_COUNT, "--timeout", "1", stdin="a b\n", url=redis_url)
     assert result.returncode == 1
     assert "still pending" in result.stderr
 
 
 def test_no_wait_only_enqueues_and_prints_the_run_id(redis_url, redis):
-    env = {**os.environ, "EMIT_REDIS_URL": redis_url}
-    result = subprocess.run(
-        [
-            EMIT,
-            "run",
-            "examples.rq.graph:router",
-            "--backend",
-            "rq",
-            "--field",
-            "document",
-            "--no-wait",
-        ],
-        input="a b\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    result = emit(*WORD_COUNT, "--no-wait", stdin="a b\n", url=redis_url)
     run = result.stdout.strip()
     assert result.returncode == 0
     assert int(redis.get(run_keys(run)["pending"])) == 1
+
+
+# A node with a connection of its own ------------------------------------------
+
+
+@pytest.fixture
+def far(redis: Redis, redis_url: str) -> Iterator[tuple[RQRouter, Redis]]:
+    """The far graph: its router on db 0 of the test server, node far_measure on db 1."""
+    other = Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
+    other.flushdb()
+    router = rq_graphs.far
+    router.redis_connection = redis
+    router.locator = "tests.graphs.rq_graphs:far"
+    spec = router.nodes["tests.graphs.rq_graphs.far_measure"]
+    placeholder = spec.options["connection"]
+    spec.options["connection"] = other
+    yield router, other
+    spec.options["connection"] = placeholder
+    other.flushdb()
+    other.close()
+
+
+def test_a_nodes_own_connection_gets_its_jobs_and_the_run_ends_on_the_routers(far, redis):
+    router, other = far
+    out = io.BytesIO()
+    run = RQRun(router, out=out, report=lambda *failure: pytest.fail(str(failure)))
+    run.submit([Record("-", 1, {"document": "a bb ccc"})], follow=False)
+    work(router, "default")
+
+    # near_split ran on db 0 and sent far_measure's job to db 1 only.
+    assert Queue("far", connection=redis).count == 0
+    assert Queue("far", connection=other, serializer=router.serializer).count == 1
+    work_on(other, router, "far")
+    work(router, "default")
+
+    assert run.follow(timeout=10)
+    lines = sorted(json.loads(line)["line"] for line in out.getvalue().splitlines())
+    assert lines == ["a=1", "bb=2", "ccc=3"]
+    # The run's bookkeeping stays with the router's Redis.
+    assert other.keys("emit:*") == []
+    assert redis.get(run_keys(run.run_id)["pending"]) == b"0"
+
+
+def test_messages_a_nodes_own_redis_does_not_take_fail_and_the_run_still_ends(
+    far, redis, monkeypatch
+):
+    router, _ = far
+    spec = router.nodes["tests.graphs.rq_graphs.far_measure"]
+    spec.options["connection"] = Redis(port=free_port(), socket_connect_timeout=0.2)
+    # A job waits this long for a Redis to come back before giving up on it.
+    monkeypatch.setattr(rq_module, "RECONNECT_FOR", 0.5)
+    failures: list[tuple] = []
+    run = RQRun(router, out=io.BytesIO(), report=lambda *failure: failures.append(failure[:3]))
+    run.submit([Record("-", 1, {"document": "a bb"})], follow=False)
+    work(router, "default")
+
+    assert run.follow(timeout=10)
+    assert [(where, node) for where, node, _ in failures] == [
+        ("<stdin>:1", "tests.graphs.rq_graphs.far_measure")
+    ] * 2
+    assert "not sent: node 'tests.graphs.rq_graphs.far_measure' has its own Redis" in failures[0][2]
+    assert redis.get(run_keys(run.run_id)["pending"]) == b"0"
+
+
+def test_a_worker_listens_where_the_jobs_of_its_queues_go(far, redis):
+    router, other = far
+
+    assert listening(router, []) == (redis, ["default"])
+    connection, queues = listening(router, ["far"])
+    assert same_redis(connection, other) and queues == ["far"]
+    with pytest.raises(EmitError, match="different Redis databases"):
+        listening(router, ["default", "far"])
+
+
+def work_on(connection: Redis, router: RQRouter, *queues: str) -> None:
+    """Run every job on the queues of ``connection`` in this process, until they are empty."""
+    objects = [Queue(q, connection=connection, serializer=router.serializer) for q in queues]
+    SimpleWorker(objects, connection=connection, serializer=router.serializer).work(burst=True)
+
+
+# emit run --no-wait, emit worker's log ----------------------------------------
+
+
+def test_no_wait_exits_1_when_a_record_was_refused_while_enqueueing(redis_url, redis):
+    lines = ['{"size": "3"}', '{"size": "4", "padding": "' + "x" * 2000 + '"}', "not json"]
+    sizes = ("tests.graphs.rq_faults:sizes", "--backend", "rq", "--json", "--no-wait")
+    result = emit("run", *sizes, "-u", redis_url, stdin="\n".join(lines) + "\n")
+
+    run = result.stdout.strip()
+    assert result.returncode == 1
+    assert (
+        "<stdin>:2: an input record for node 'tests.graphs.rq_faults.inflate' is 2025 bytes"
+        in result.stderr
+    )
+    assert "<stdin>:3: " in result.stderr
+    assert int(redis.get(run_keys(run)["pending"])) == 1
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["default", "-q"])
+def test_emit_worker_logs_a_node_that_raised_on_stderr_naming_the_node(quiet, words, redis_url):
+    words.enqueue(SPLIT, [{"document": "boom"}])
+    options = ("-b", "-w", "simple", *(["-q"] if quiet else []))
+    result = emit("worker", "tests.graphs.rq_graphs:words", "-u", redis_url, *options)
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        "emit: ERROR emitcli.router.rqjobs: node 'tests.graphs.rq_graphs.tally' failed on"
+        in result.stderr
+    )
+    assert "ValueError: boom is not a word" in result.stderr

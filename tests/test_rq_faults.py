@@ -27,14 +27,8 @@ from rq.exceptions import AbandonedJobError
 from rq.registry import FailedJobRegistry
 
 from emitcli.inputs import Record
-from emitcli.router.rq import (
-    ERROR_TEXT_LIMIT,
-    RUN_TTL,
-    MessageTooBigError,
-    RQRouter,
-    batch_failed,
-    run_keys,
-)
+from emitcli.router.rq import ERROR_TEXT_LIMIT, RUN_TTL, MessageTooBigError, RQRouter, run_keys
+from emitcli.router.rqjobs import batch_failed
 from emitcli.rqrun import RQRun
 from tests.graphs import rq_faults
 
@@ -118,6 +112,12 @@ def stalled_pid(redis: Redis) -> int:
     return int(found[1])
 
 
+def job_id(redis: Redis) -> str:
+    """The id of the one job of the default queue that failed."""
+    [found] = FailedJobRegistry("default", connection=redis).get_job_ids()
+    return found
+
+
 def the_pending_count(redis: Redis) -> int:
     [key] = redis.keys("emit:run:*:pending")
     return int(redis.get(key))
@@ -177,6 +177,12 @@ def test_a_killed_work_horse_fails_its_job_and_the_forking_worker_goes_on(
     assert the_pending_count(redis) == 0
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=20) == 0
+    # The worker names the node and how its horse died, in emit's log.
+    assert (
+        f"emit: ERROR emitcli.router.rqjobs: job {job_id(redis)} for node "
+        f"'{NODES}stall_always' failed: worker died: Work-horse terminated unexpectedly "
+        f"(pid {horse}, killed by SIGKILL)"
+    ) in (tmp_path / "w.log").read_text()
 
 
 def test_a_run_that_times_out_names_the_queue_its_jobs_wait_in(redis_url, redis, tmp_path):
@@ -384,6 +390,44 @@ def test_a_job_whose_end_was_booked_is_not_run_again(flaky, redis):
 
     assert attempts(redis, "late_once") == 2
     assert run_lists(redis, "twice") == (0, [{"n": 1, "@node": NODES + "late_once"}], [])
+
+
+@pytest.mark.parametrize("how", ["emit worker --with-scheduler", "emit run --workers 1"])
+def test_a_retry_that_waits_an_interval_runs_when_a_worker_has_the_scheduler(
+    how, redis_url, redis, tmp_path, processes
+):
+    worker = None
+    options: tuple[str, ...] = (*WAIT, "--workers", "1")
+    if how == "emit worker --with-scheduler":
+        log = tmp_path / "w.log"
+        worker = start_worker("waiting", redis_url, log, "-w", "simple", "--with-scheduler")
+        processes.append(worker)
+        options = WAIT
+    processes.append(run := start_run("waiting", redis_url, "7\n", tmp_path / "run.log", *options))
+    code, out = finish(run)
+    if worker is not None:
+        # Stopped, not killed: a killed worker leaves its scheduler process
+        # behind, which would schedule the next tests' retries.
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+
+    assert code == 0, (tmp_path / "run.log").read_text()
+    assert out == [{"n": "7", "@node": NODES + "late_then_on_time"}]
+    assert attempts(redis, "7") == 2
+
+
+def test_without_a_scheduler_the_run_times_out_naming_the_retry_it_waits_for(
+    redis_url, redis, tmp_path, processes
+):
+    processes.append(start_worker("waiting", redis_url, tmp_path / "w.log", "-w", "simple"))
+    run = start_run("waiting", redis_url, "7\n", tmp_path / "run.log", "--timeout", "4")
+    code, out = finish(run)
+
+    log = (tmp_path / "run.log").read_text()
+    assert (code, out) == (1, [])
+    assert "timed out after 4s: run " in log
+    assert "1 job(s) still pending: 1 job(s) in queue 'default' scheduled for a retry" in log
+    assert attempts(redis, "7") == 1
 
 
 # Failure records ----------------------------------------------------------------

@@ -102,3 +102,15 @@ def repeat(msg):
 def doze(msg):
     time.sleep(float(msg.n))
     return msg.n
+
+
+# Retried a second after its first attempt times out: only RQ's scheduler
+# puts such a retry back on its queue.
+waiting = RQRouter()
+
+
+@waiting.node(("n",), entry_point=True, timeout=1, retry=(1, [1]))
+def late_then_on_time(msg):
+    if attempt(waiting, msg.n) == 1:
+        time.sleep(10)
+    return msg.n
