@@ -6,8 +6,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -17,15 +18,17 @@ from redis.exceptions import RedisError
 from typer.completion import completion_init, get_completion_script
 
 from . import __version__, throwaway
-from .console import make_console, progress, report_failure, say, summary
+from .console import TraceView, make_console, progress, report_failure, say, summary
 from .digraph import RankDir, RenderError, drawing, to_dot
 from .errors import EmitError, LoadError
 from .inputs import STDIN, Record, read_records
 from .loader import load_router
+from .replay import Selection, replay_records, requeue_failed
 from .router.core import Router
 from .router.rq import RQRouter
 from .rqrun import RQRun
-from .runner import Failure, Runner, format_traceback
+from .runner import Failure, Runner, format_traceback, select_nodes
+from .trace import HopEvent, RecordWriter
 from .worker import GraphPool, connect, make_worker, redis_url
 
 #: Exit codes, as DESIGN.md fixes them.
@@ -75,6 +78,23 @@ RedisURL = Annotated[
         show_default=False,
     ),
 ]
+Trace = Annotated[
+    bool,
+    typer.Option(
+        "--trace",
+        help="Show every hop on stderr: a tree per record for the first 20 records, "
+        "then a table per node.",
+    ),
+]
+RecordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--record",
+        help="Write every hop (node, fields, time, outcome) as a JSON line to this file, "
+        "for emit replay and emit inspect.",
+        show_default=False,
+    ),
+]
 
 
 class Backend(StrEnum):
@@ -86,6 +106,52 @@ class WorkerClass(StrEnum):
     forking = "forking"
     simple = "simple"
     spawn = "spawn"
+
+
+Output = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output",
+        help="Print what this node sends (repeatable; patterns as in subscriptions). "
+        "Default: the sinks, nodes no other node subscribes to.",
+        show_default=False,
+    ),
+]
+
+DeadLetter = Annotated[
+    Path | None,
+    typer.Option(
+        "--dead-letter",
+        help="Append each failed record, with its error, as a JSON line to this file.",
+        show_default=False,
+    ),
+]
+
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")]
+
+BackendOption = Annotated[
+    Backend, typer.Option("--backend", help="Run in this process, or on RQ workers.")
+]
+
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="With --backend rq: give up after this many seconds, naming what is missing.",
+        show_default=False,
+    ),
+]
+
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="With --backend rq: start N workers for the run, and a throw-away Redis "
+        "unless -u or a URL variable names one; stop them when the run ends.",
+        show_default=False,
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -125,52 +191,19 @@ def run(
     json_lines: Annotated[
         bool, typer.Option("--json", help="Read JSON lines: each object's keys are the fields.")
     ] = False,
-    output: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--output",
-            help="Print what this node sends (repeatable; patterns as in subscriptions). "
-            "Default: the sinks, nodes no other node subscribes to.",
-            show_default=False,
-        ),
-    ] = None,
-    dead_letter: Annotated[
-        Path | None,
-        typer.Option(
-            "--dead-letter",
-            help="Append each failed record, with its error, as a JSON line to this file.",
-            show_default=False,
-        ),
-    ] = None,
-    fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop at the first failure.")
-    ] = False,
-    backend: Annotated[
-        Backend, typer.Option("--backend", help="Run in this process, or on RQ workers.")
-    ] = Backend.local,
+    output: Output = None,
+    dead_letter: DeadLetter = None,
+    fail_fast: FailFast = False,
+    backend: BackendOption = Backend.local,
     url: RedisURL = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="With --backend rq: give up after this many seconds, naming what is missing.",
-            show_default=False,
-        ),
-    ] = None,
+    timeout: Timeout = None,
     no_wait: Annotated[
         bool,
         typer.Option("--no-wait", help="With --backend rq: only enqueue, and print the run id."),
     ] = False,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=1,
-            help="With --backend rq: start N workers for the run, and a throw-away Redis "
-            "unless -u or a URL variable names one; stop them when the run ends.",
-            show_default=False,
-        ),
-    ] = None,
+    workers: Workers = None,
+    trace: Trace = False,
+    record: RecordFile = None,
     app_dir: AppDir = None,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -199,8 +232,7 @@ def run(
         _usage_error(f"--field {field!r} is not a valid field name")
     records = read_records(sources, json_lines=json_lines, field=field)
     if backend is Backend.rq:
-        if output or fail_fast or dead_letter:
-            _usage_error("--output, --fail-fast and --dead-letter work with --backend local only")
+        _rq_only_locally(trace, record, output, fail_fast, dead_letter)
         if workers and no_wait:
             _usage_error("--workers stop when the run ends: with --no-wait, nothing would run")
         rq_args = (router, locator, records, url, timeout, no_wait, console, quiet)
@@ -211,28 +243,86 @@ def run(
     if workers:
         _usage_error("--workers starts RQ workers; it works with --backend rq")
 
-    def report(failure: Failure) -> None:
-        trace = format_traceback(failure.error) if verbose and failure.error else None
-        report_failure(console, failure, trace)
+    local = LocalOptions(output or [], dead_letter, fail_fast, trace, record)
+    raise typer.Exit(_run_local(router, locator, records, local, console, quiet, verbose))
 
-    try:
-        letters = open(dead_letter, "a", encoding="utf-8") if dead_letter else None  # noqa: SIM115
-    except OSError as exc:
-        _usage_error(f"cannot write the dead-letter file {str(dead_letter)!r}: {exc.strerror}")
-    with _claim_stdout() as out, letters or nullcontext():
+
+@dataclass
+class LocalOptions:
+    """What ``emit run`` and ``emit replay`` take for a run in this process."""
+
+    output: list[str]
+    dead_letter: Path | None
+    fail_fast: bool
+    trace: bool
+    record: Path | None
+
+
+def _run_local(
+    router: Router,
+    locator: str,
+    records: Iterator[Record],
+    options: LocalOptions,
+    console: Any,
+    quiet: bool,
+    verbose: int,
+) -> int:
+    """Run in this process with the files and displays the options ask for."""
+    view = TraceView(console) if options.trace else None
+    with ExitStack() as files:
+        letters = recorder = None
+        if options.dead_letter:
+            letters = files.enter_context(_open_for(options.dead_letter, "dead-letter", "a"))
+        if options.record:
+            recorder = RecordWriter(files.enter_context(_open_for(options.record, "record", "wb")))
+        listeners = [x.hop for x in (view, recorder) if x is not None]
+
+        def report(failure: Failure) -> None:
+            trace = format_traceback(failure.error) if verbose and failure.error else None
+            report_failure(console, failure, trace)
+            if recorder is not None and failure.node is None and failure.record.fields is None:
+                recorder.write({**failure.as_record(runner.run_id), "kind": "bad-input"})
+
+        out = files.enter_context(_claim_stdout())
         try:
             runner = Runner(
                 router,
                 out=out,
-                outputs=output or (),
+                outputs=options.output,
                 report=report,
                 dead_letter=letters,
-                fail_fast=fail_fast,
+                fail_fast=options.fail_fast,
+                on_event=_fan_out(listeners) if listeners else None,
+                on_record_end=view.record_end if view is not None else None,
             )
         except EmitError as exc:
             _usage_error(str(exc))
-        code = _run(runner, records, console, quiet)
-    raise typer.Exit(code)
+        if recorder is not None:
+            recorder.start(runner.run_id, locator, "local")
+        code = _run(runner, records, console, quiet, view)
+    return code
+
+
+def _open_for(path: Path, what: str, mode: str) -> IO[Any]:
+    """Open a file an option names; a usage error (exit 2) if it cannot be."""
+    try:
+        if "b" in mode:
+            return open(path, mode)
+        return open(path, mode, encoding="utf-8")
+    except OSError as exc:
+        _usage_error(f"cannot write the {what} file {str(path)!r}: {exc.strerror}")
+        raise
+
+
+def _fan_out(listeners: Sequence[Callable[[HopEvent], None]]) -> Callable[[HopEvent], None]:
+    if len(listeners) == 1:
+        return listeners[0]
+
+    def each(event: HopEvent) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return each
 
 
 def _run_rq_own_workers(
@@ -304,7 +394,9 @@ def _run_rq(
         _usage_error(str(exc))
 
     def report(where: str, node: str | None, text: str, record: dict[str, Any]) -> None:
-        say(console, f"{where}: node {node!r} {text}" if node else f"{where}: {text}", "red")
+        # Errors of emit's own (too big, the hop limit) name the node already.
+        named = node is None or repr(node) in text
+        say(console, f"{where}: {text}" if named else f"{where}: node {node!r} {text}", "red")
 
     with _claim_stdout() as out:
         run = RQRun(router, out=out, report=report)  # type: ignore[arg-type]
@@ -312,7 +404,8 @@ def _run_rq(
             run.submit(records, follow=not no_wait)
             if no_wait:
                 out.write(run.run_id.encode() + b"\n")
-                return EXIT_OK
+                # A record refused while enqueuing (bad input, too big) is a failure.
+                return EXIT_FAILED if run.stats.failed else EXIT_OK
             finished = run.follow(timeout)
         except KeyboardInterrupt:
             goes_on = "stopped with its workers" if own_workers else "goes on in the workers"
@@ -323,22 +416,27 @@ def _run_rq(
             return EXIT_FAILED
     stats = run.stats
     if not finished:
-        say(
-            console,
-            f"timed out after {timeout}s: {run.pending()} job(s) of run {run.run_id} "
-            "still pending; is a worker listening on the graph's queues?",
-            "red",
-        )
+        try:
+            missing = run.missing()
+        except RedisError as exc:
+            missing = f"cannot tell what is missing: lost Redis ({exc})"
+        say(console, f"timed out after {timeout:g}s: run {run.run_id}: {missing}", "red")
         return EXIT_FAILED
     if not quiet and not run.closed:
         say(console, summary(stats))
     return EXIT_FAILED if stats.failed else EXIT_OK
 
 
-def _run(runner: Runner, records: Iterator[Record], console: Any, quiet: bool) -> int:
+def _run(
+    runner: Runner,
+    records: Iterator[Record],
+    console: Any,
+    quiet: bool,
+    view: TraceView | None = None,
+) -> int:
     """Run with signals handled; return the exit code."""
     watched = _Interrupts(runner)
-    with watched, progress(console, runner.stats, enabled=not quiet):
+    with watched, progress(console, runner.stats, enabled=not quiet, above=view):
         try:
             runner.run(watched.reading(records))
         except KeyboardInterrupt:
@@ -349,6 +447,8 @@ def _run(runner: Runner, records: Iterator[Record], console: Any, quiet: bool) -
             say(console, f"stopped: a node called sys.exit({exc.code!r}) at {where}", "red")
             return EXIT_FAILED
     stats = runner.stats
+    if view is not None:
+        view.finish()
     if runner.write_error is not None:
         say(console, f"stopped: cannot write the output: {runner.write_error}", "red")
         return EXIT_FAILED
@@ -518,13 +618,22 @@ def _setup_logging(verbose: int) -> None:
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
 
 
+WorkerQuiet = Annotated[
+    bool, typer.Option("-q", "--quiet", help="Log only warnings and errors (RQ's and emit's).")
+]
+WorkerVerbose = Annotated[
+    int, typer.Option("-v", "--verbose", count=True, help="Log debug messages too.")
+]
+
+
 @app.command()
 def worker(
     locator: Locator,
     queues: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Queues to listen on; default every queue the graph uses.",
+            help="Queues to listen on; default every queue the graph uses on the router's "
+            "Redis (give the queues of nodes with a connection of their own to listen there).",
             metavar="QUEUE",
             show_default=False,
         ),
@@ -556,9 +665,17 @@ def worker(
             help="Run a pool of N workers, restarted when they quit unless --burst.",
         ),
     ] = 1,
+    with_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--with-scheduler",
+            help="Also run RQ's scheduler, which puts jobs whose retry waits an interval "
+            "back on their queue; without one somewhere, such retries never run.",
+        ),
+    ] = False,
     app_dir: AppDir = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
+    quiet: WorkerQuiet = False,
+    verbose: WorkerVerbose = 0,
 ) -> None:
     """Run an RQ worker with the graph loaded once; it runs the graph's jobs only.
 
@@ -566,6 +683,8 @@ def worker(
     second or more later, stops at once (the job is then failed, or retried
     if its node has retries left; never lost).  With -n, the same for each.
     """
+    # emit's log (a node that raised, a dead work horse) at the level of RQ's.
+    _setup_logging(0 if quiet else verbose + 1)
     router = _load(locator, app_dir, verbose)
     level = "WARNING" if quiet else "DEBUG" if verbose else "INFO"
     try:
@@ -580,21 +699,137 @@ def worker(
                 worker_class=worker_class.value,
                 name=name,
                 max_jobs=max_jobs,
+                with_scheduler=with_scheduler,
             )
+            pool.connection.ping()
             pool.start(burst=burst, logging_level=level)
             return
         rq_worker = make_worker(
             router, locator, queues or [], worker_class=worker_class.value, name=name
         )
+        rq_worker.connection.ping()
     except EmitError as exc:
         _usage_error(str(exc))
     except RedisError as exc:
         say(make_console(), f"cannot reach Redis: {exc}", "red")
         raise typer.Exit(EXIT_FAILED) from None
-    rq_worker.work(burst=burst, max_jobs=max_jobs, logging_level=level)
+    rq_worker.work(
+        burst=burst, max_jobs=max_jobs, logging_level=level, with_scheduler=with_scheduler
+    )
 
 
 # emit inspect ----------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="The record or dead-letter file, then the graph's locator. "
+            "With --failed and -u and no file: requeue the graph's failed RQ jobs.",
+            metavar="[FILE] LOCATOR",
+            show_default=False,
+        ),
+    ],
+    node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node",
+            help="Send the messages that reached this node (repeatable; patterns as in "
+            "subscriptions) to that node again.",
+            show_default=False,
+        ),
+    ] = None,
+    failed: Annotated[
+        bool,
+        typer.Option("--failed", help="Send only the messages whose hop failed, to that node."),
+    ] = False,
+    output: Output = None,
+    dead_letter: DeadLetter = None,
+    fail_fast: FailFast = False,
+    backend: BackendOption = Backend.local,
+    url: RedisURL = None,
+    timeout: Timeout = None,
+    workers: Workers = None,
+    trace: Trace = False,
+    record: RecordFile = None,
+    app_dir: AppDir = None,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Send recorded messages through the graph again, after a fix.
+
+    FILE is a record (emit run --record) or a dead-letter file (--dead-letter).
+    By default each original input record goes to the entry points again;
+    --failed sends each message whose hop failed to the node where it failed;
+    --node sends each message that reached the node to that node.  Output,
+    summary and exit status are those of emit run.
+    """
+    console = make_console()
+    _setup_logging(verbose)
+    if len(paths) > 2:
+        _usage_error("emit replay takes a FILE and a LOCATOR")
+    if len(paths) == 1:
+        if not (failed and (url or redis_url(None)) and backend is Backend.rq):
+            _usage_error(
+                "emit replay needs a record or dead-letter FILE before the LOCATOR "
+                "(only --failed --backend rq -u URL LOCATOR works without one)"
+            )
+        router = _load(paths[0], app_dir, verbose)
+        raise typer.Exit(_requeue_failed(router, url, console))
+    source, locator = paths
+    if failed and node:
+        _usage_error("--failed and --node choose differently; give one of them")
+    router = _load(locator, app_dir, verbose)
+    try:
+        chosen = select_nodes(router, node, "--node") if node else set()
+        lines = open(source, "rb")  # noqa: SIM115
+    except EmitError as exc:
+        _usage_error(str(exc))
+    except OSError as exc:
+        _usage_error(f"cannot read {source!r}: {exc.strerror}")
+    selection = Selection(failed=failed, nodes=frozenset(chosen))
+    with lines:
+        records = replay_records(router, source, lines, selection)
+        if backend is Backend.rq:
+            _rq_only_locally(trace, record, output, fail_fast, dead_letter)
+            rq_args = (router, locator, records, url, timeout, False, console, quiet)
+            if workers:
+                own = _run_rq_own_workers(
+                    *rq_args, workers=workers, app_dir=app_dir, verbose=verbose
+                )
+                raise typer.Exit(own)
+            raise typer.Exit(_run_rq(*rq_args))
+        if workers:
+            _usage_error("--workers starts RQ workers; it works with --backend rq")
+        local = LocalOptions(output or [], dead_letter, fail_fast, trace, record)
+        raise typer.Exit(_run_local(router, locator, records, local, console, quiet, verbose))
+
+
+def _rq_only_locally(trace: bool, record: Path | None, *others: Any) -> None:
+    if trace or record:
+        _usage_error("--trace and --record work with --backend local only")
+    if any(others):
+        _usage_error("--output, --fail-fast and --dead-letter work with --backend local only")
+
+
+def _requeue_failed(router: Router, url: str | None, console: Any) -> int:
+    """``emit replay --failed -u URL LOCATOR``: requeue the graph's failed RQ jobs."""
+    try:
+        connection = connect(router, redis_url(url))
+        counts = requeue_failed(router, connection)
+    except EmitError as exc:
+        _usage_error(str(exc))
+    except RedisError as exc:
+        say(console, f"cannot reach Redis: {exc}", "red")
+        return EXIT_FAILED
+    total = sum(counts.values())
+    for queue, count in counts.items():
+        say(console, f"queue {queue!r}: {count:,} failed job{'s' if count != 1 else ''} requeued")
+    if not total:
+        say(console, "no failed jobs of this graph to requeue")
+    return EXIT_OK
 
 
 @app.command("inspect")
@@ -604,6 +839,16 @@ def inspect_command(
         bool,
         typer.Option("--json", help="Print the same as one JSON document, for programs."),
     ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "-u",
+            "--url",
+            help="Add the live state of the graph's RQ queues on this Redis "
+            "(else EMIT_REDIS_URL, RQ_REDIS_URL, REDIS_URL, when set).",
+            show_default=False,
+        ),
+    ] = None,
     app_dir: AppDir = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -611,16 +856,24 @@ def inspect_command(
 
     Problems: a subscription or ignore pattern that matches no other node, a
     node the input never reaches, a cycle, two nodes with one short name, no
-    entry point.  Exit status: 0 no problems, 1 problems found, 2 the graph
-    cannot be loaded.
+    entry point.  With a Redis URL, also each queue the graph uses: its jobs
+    by state and the workers listening on it.  Exit status: 0 no problems,
+    1 problems found, 2 the graph cannot be loaded or Redis cannot be reached.
     """
     # Imported here, where they are used, so that this command stays one block.
     import json
 
     from .console import render_inspection
-    from .inspection import describe
+    from .inspection import describe, describe_live
 
-    report = describe(_load(locator, app_dir, verbose))
+    router = _load(locator, app_dir, verbose)
+    report = describe(router)
+    live_url = redis_url(url)
+    if live_url:
+        try:
+            report["live"] = describe_live(router, live_url)
+        except EmitError as exc:
+            _usage_error(str(exc))
     if as_json:
         text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     else:

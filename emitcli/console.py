@@ -10,17 +10,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from .trace import HopEvent, Tally, hop_tree
+
 if TYPE_CHECKING:
+    from .inputs import Record
     from .runner import Failure, Stats
 
 
@@ -86,15 +92,19 @@ class _Progress:
 
 
 @contextmanager
-def progress(console: Console, stats: Stats, enabled: bool) -> Iterator[None]:
-    """Show a live progress line while the block runs, when stderr is a terminal."""
+def progress(console: Console, stats: Stats, enabled: bool, above: Any = None) -> Iterator[None]:
+    """Show a live progress line while the block runs, when stderr is a terminal.
+
+    ``above``, when given, is drawn over the line (the ``--trace`` table).
+    """
     if not (enabled and console.is_terminal):
         yield
         return
+    shown: Any = _Progress(stats) if above is None else Group(above, _Progress(stats))
     # Live redraws from its own thread four times a second; the run itself
     # only bumps integers, so progress costs nothing per record.
     with Live(
-        _Progress(stats),
+        shown,
         console=console,
         refresh_per_second=4,
         transient=True,
@@ -113,6 +123,114 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+# emit run --trace -----------------------------------------------------------
+
+#: Records drawn as trees before a run switches to its table of nodes.
+TREE_RECORDS = 20
+#: Hops shown under one hop of a tree; the rest are counted.
+TREE_BRANCHES = 12
+_FIELDS_WIDTH = 72
+
+
+class TraceView:
+    """``--trace`` on stderr: a tree per record, then a live table per node.
+
+    The first :data:`TREE_RECORDS` records are drawn as trees as each ends
+    (node, the fields it took, its time, errors in red).  A longer stream
+    is then followed in a table per node (messages in and out, errors, mean
+    and p95 time, rate), live on a terminal and printed once at the end.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tally = Tally(sample=10_000)
+        self.records = 0
+        self._hops: list[HopEvent] = []
+
+    def hop(self, event: HopEvent) -> None:
+        self.tally.event(event)
+        if self.records < TREE_RECORDS:
+            self._hops.append(event)
+
+    def record_end(self, record: Record) -> None:
+        self.records += 1
+        if self.records <= TREE_RECORDS:
+            self.console.print(_record_tree(record, self._hops))
+            self._hops = []
+
+    @property
+    def long(self) -> bool:
+        return self.records > TREE_RECORDS
+
+    def finish(self) -> None:
+        """Print the table of nodes at the end of a long run."""
+        if self.long:
+            self.console.print(self.table())
+
+    def table(self) -> Table:
+        seconds = max(time.monotonic() - self.tally.started, 1e-9)
+        table = Table(title="hops per node", title_justify="left", box=box.SIMPLE_HEAD)
+        for title in ("node", "in", "out", "errors", "mean", "p95", "in/s"):
+            table.add_column(title, justify="left" if title == "node" else "right")
+        for node in self.tally:
+            table.add_row(
+                node.node,
+                f"{node.hops:,}",
+                f"{node.sent:,}",
+                Text(f"{node.errors:,}", style="red" if node.errors else ""),
+                duration(node.mean),
+                duration(node.quantile(0.95)),
+                _rate(node.hops / seconds),
+            )
+        return table
+
+    def __rich__(self) -> Any:
+        return self.table() if self.long else Text("")
+
+
+def _record_tree(record: Record, hops: list[HopEvent]) -> Tree:
+    label = Text(record.where, style="bold")
+    if record.node is not None:
+        label.append(f" to {record.node}")
+    if not hops:
+        label.append(" " + _fields(record.fields or {}), style="dim")
+    root = Tree(label)
+    _add_hops(root, hop_tree(hops))
+    return root
+
+
+def _add_hops(branch: Tree, hops: list[Any]) -> None:
+    for event, children in hops[:TREE_BRANCHES]:
+        label = Text.assemble((event.node, "bold"), " ", (_fields(event.fields), "dim"))
+        label.append(f" {duration(event.duration)}")
+        if event.outcome == "error":
+            label.append(f" {event.error_type}: {event.error_text}", style="bold red")
+        elif event.outcome == "no result":
+            label.append(" no result", style="dim")
+        _add_hops(branch.add(label), children)
+    if len(hops) > TREE_BRANCHES:
+        rest = hops[TREE_BRANCHES:]
+        errors = sum(1 for event, _ in rest if event.outcome == "error")
+        more = f"... {_count(len(rest), 'more hop')}"
+        branch.add(Text(more + (f", {errors:,} failed" if errors else ""), style="dim"))
+
+
+def _fields(fields: Mapping[str, Any]) -> str:
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=repr)
+    return text if len(text) <= _FIELDS_WIDTH else text[: _FIELDS_WIDTH - 3] + "..."
+
+
+def duration(seconds: float) -> str:
+    """A duration people read at a glance: 850ns, 12.5µs, 3.2ms, 1.50s."""
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f}ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
 # emit inspect ---------------------------------------------------------------
 
 
@@ -120,15 +238,19 @@ def render_inspection(report: Mapping[str, Any]) -> str:
     """``emit inspect``'s page for people, from :func:`emitcli.inspection.describe`.
 
     A tree of the input and each node (fields, patterns, options, where it
-    sends), problems marked in red on their nodes and listed at the end.
-    Rendered for stdout, which is for people here as in ``rq info``: colours
-    only when stdout is a terminal and ``NO_COLOR`` is unset.
+    sends), problems marked in red on their nodes and listed at the end, then
+    with ``-u`` a list of the graph's queues and their workers.  Rendered for
+    stdout, which is for people here as in ``rq info``: colours only when
+    stdout is a terminal and ``NO_COLOR`` is unset.
     """
     console = _stdout_console()
     with console.capture() as captured:
         console.print(_graph_tree(report))
         console.print()
         console.print(_problem_list(report["problems"]))
+        if "live" in report:
+            console.print()
+            console.print(_live_list(report["live"]))
     return captured.get()
 
 
@@ -217,3 +339,82 @@ def _problem_list(problems: list[Mapping[str, Any]]) -> Text:
         lines.append(problem["kind"], style="bold red")
         lines.append(f": {problem['text']}")
     return lines
+
+
+def _live_list(live: Mapping[str, Any]) -> Text:
+    # A list like the problems', not a tree: a tree cuts its lines at the
+    # width, and the counts of a queue make a long line.
+    queues = live["queues"]
+    lines = Text.assemble(("live", "bold"), f" on {live['url']}: {_count(len(queues), 'queue')}")
+    for name, queue in queues.items():
+        lines.append("\n- queue ")
+        lines.append(name, style="bold")
+        counts = [(state, n) for state, n in queue.items() if state != "workers"]
+        for i, (state, n) in enumerate(counts):
+            lines.append(", " if i else ": ")
+            lines.append(f"{n:,} {state}", style="red" if state == "failed" and n else "")
+        if not queue["workers"]:
+            lines.append("; no worker listens", style="dim")
+        for worker in queue["workers"]:
+            lines.append("\n  - worker ")
+            lines.append(worker["name"], style="bold")
+            lines.append(f": {worker['state']}")
+            if worker["current_job"]:
+                lines.append(f" on job {worker['current_job']}")
+            lines.append(f", pid {worker['pid']} on {worker['hostname']}")
+    return lines
+
+
+# emit inspect FILE.jsonl ------------------------------------------------------
+
+
+def render_record_summary(summary: Mapping[str, Any]) -> str:
+    """``emit inspect``'s page for a record file, from :func:`emitcli.trace.summarise`."""
+    console = _stdout_console()
+    runs = summary["runs"]
+    hops = summary["lines"].get("hop", 0)
+    head = Text.assemble(
+        (summary["file"], "bold"),
+        f": {_count(hops, 'hop')} in {_count(len(runs), 'run')}",
+    )
+    for kind, count in sorted(summary["lines"].items()):
+        if kind not in ("hop", "run"):
+            head.append(f", {_count(count, kind + ' line')}")
+    if summary["unreadable"]:
+        head.append(f", {_count(summary['unreadable'], 'unreadable line')}", style="red")
+    table = Table(box=box.SIMPLE_HEAD)
+    for title in ("node", "hops", "sent", "errors", "p50", "p95", "max"):
+        table.add_column(title, justify="left" if title == "node" else "right")
+    for node in summary["nodes"]:
+        table.add_row(
+            node["node"],
+            f"{node['hops']:,}",
+            f"{node['sent']:,}",
+            Text(f"{node['errors']:,}", style="red" if node["errors"] else ""),
+            duration(node["p50"]),
+            duration(node["p95"]),
+            duration(node["max"]),
+        )
+    with console.capture() as captured:
+        console.print(head)
+        console.print(table)
+        for error in summary["errors"]:
+            console.print(
+                Text.assemble(
+                    ("errors: ", "bold red"),
+                    f"{error['node']} raised {error['type']} {_count(error['count'], 'time')}",
+                )
+            )
+        if summary["slowest"]:
+            console.print(Text("slowest hops:", style="bold"))
+        for hop in summary["slowest"]:
+            where = f"{hop['source']}:{hop['input_line']}" if hop["input_line"] else "?"
+            console.print(
+                Text.assemble(
+                    f"  {duration(hop['duration']):>8}  ",
+                    (hop["node"], "bold"),
+                    f" {_fields(hop['fields'] or {})}",
+                    (f"  (input {where}, record line {hop['line']})", "dim"),
+                )
+            )
+    return captured.get()

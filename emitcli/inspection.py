@@ -9,6 +9,10 @@ so the same graph always gives the same document, byte for byte.
 The problems are things a graph may legally hold but that are usually a
 mistake: a pattern that matches nothing, a node no input can reach, a cycle,
 two nodes one short name would both match, a graph without input.
+
+:func:`describe_live` adds what ``-u`` shows: the graph's RQ queues as a
+Redis holds them at that moment, their jobs counted by state and the workers
+listening on them.
 """
 
 from __future__ import annotations
@@ -17,12 +21,21 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import Any
 
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from rq.registry import BaseRegistry, FailedJobRegistry, FinishedJobRegistry
+from rq.worker import BaseWorker
+
+from .errors import EmitError
 from .messages import ENTRY_POINT
 from .node import NodeSpec
 from .patterns import NameIndex, Pattern
 from .router.core import Router
+from .worker import graph_queues
 
 #: Version of the document's layout; raised when a key changes meaning or goes.
 SCHEMA_VERSION = 1
@@ -36,6 +49,12 @@ PROBLEM_KINDS = (
     "cycle",
     "same_short_name",
 )
+
+#: What the jobs of a queue are counted by, in the order they are reported.
+JOB_STATES = ("queued", "started", "failed", "finished", "deferred", "scheduled")
+
+#: Seconds ``-u`` waits for Redis to accept the connection.
+CONNECT_TIMEOUT = 5.0
 
 # Default reprs (and some others) hold memory addresses, which differ per run.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -99,7 +118,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<head>***@", value)
+        return mask_password(value)
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, list | tuple):
@@ -109,6 +128,80 @@ def json_safe(value: Any) -> Any:
     if hasattr(value, "connection_pool"):
         return json_safe(_redis_url(value))
     return json_safe(_ADDRESS.sub("", repr(value)))
+
+
+def mask_password(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+# Live state ----------------------------------------------------------------
+
+
+def describe_live(router: Router, url: str) -> dict[str, Any]:
+    """The graph's RQ queues on the Redis at ``url``: their jobs by state, their workers.
+
+    Every queue a node uses (``default`` for a node without ``queue``, as on
+    a local router), in the order the nodes were registered.  Nothing in
+    Redis is changed, so the counts are read without RQ's cleanup.
+
+    :raises EmitError: ``url`` is no Redis URL, or that Redis cannot be
+        reached; the message names the URL with its password masked.
+    """
+    shown = mask_password(url)
+    try:
+        connection = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+    except ValueError as exc:
+        raise EmitError(f"not a Redis URL: {shown} ({exc})") from None
+    try:
+        queues = {
+            name: describe_queue(Queue(name, connection=connection))
+            for name in graph_queues(router)
+        }
+    except RedisError as exc:
+        raise EmitError(f"cannot reach Redis at {shown}: {mask_password(str(exc))}") from None
+    finally:
+        connection.close()
+    return {"url": shown, "queues": queues}
+
+
+def describe_queue(queue: Queue) -> dict[str, Any]:
+    """One queue: its jobs counted by :data:`JOB_STATES`, then its workers by name."""
+    registries = (
+        queue.started_job_registry,
+        queue.failed_job_registry,
+        queue.finished_job_registry,
+        queue.deferred_job_registry,
+        queue.scheduled_job_registry,
+    )
+    counts = [queue.count, *(_held(registry) for registry in registries)]
+    workers = sorted(Worker.all(queue=queue), key=attrgetter("name"))
+    return {
+        **dict(zip(JOB_STATES, counts, strict=True)),
+        "workers": [describe_worker(worker) for worker in workers],
+    }
+
+
+def describe_worker(worker: BaseWorker) -> dict[str, Any]:
+    """One worker as RQ registered it: name, state, the job in hand, pid and host."""
+    return {
+        "name": worker.name,
+        "state": worker.get_state(),
+        "current_job": worker.get_current_job_id(),
+        "pid": worker.pid,
+        "hostname": worker.hostname,
+    }
+
+
+def _held(registry: BaseRegistry) -> int:
+    # RQ's own count cleans the registry up first, and that cleanup fails the
+    # jobs of dead workers and runs their failure callbacks, which looking
+    # must not do.  Finished and failed entries past their time are left out
+    # here instead, as that cleanup would drop them.
+    held = registry.get_job_count(cleanup=False)
+    if isinstance(registry, FinishedJobRegistry | FailedJobRegistry):
+        held -= len(registry.get_expired_job_ids())
+    return held
 
 
 # Problems ------------------------------------------------------------------

@@ -122,6 +122,14 @@ class LocalEngine:
         shaped = (spec.shape(item) for item in items)
         return tuple(self._message(fields, meta) for fields in shaped if fields is not None)
 
+    def deliver(self, spec: NodeSpec, message: Message) -> None:
+        """Run one node on ``message`` and route what it sends, keeping nothing.
+
+        How ``emit replay --node`` sends a recorded message to one node.
+        """
+        message._meta = (message._meta[0], self.run_id, None, 0)
+        self._run([(spec, message)], False)
+
     # The loop --------------------------------------------------------------
 
     def _run(

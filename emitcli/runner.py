@@ -23,6 +23,7 @@ from .messages import ENTRY_POINT, Message
 from .node import NodeSpec
 from .patterns import NameIndex, as_patterns
 from .router.core import Router
+from .trace import EventHandler, HopEvent, TracingEngine
 
 #: The key that names the producing node in each output object.  Fields are
 #: Python identifiers, so no field can ever be called this.
@@ -83,6 +84,9 @@ class Failure:
             "message": self.message,
             "input": self.record.fields,
         }
+        if self.record.node is not None:
+            # The input went to this node, not to the entry points (a replay).
+            out["input_node"] = self.record.node
         if self.record.fields is None:
             out.update(self.record.raw_for_record())
         return out
@@ -116,6 +120,11 @@ class Runner:
     :param report: called with each :class:`Failure` as it happens.
     :param dead_letter: text stream for dead-letter JSON lines, or ``None``.
     :param fail_fast: stop at the first failure.
+    :param on_event: called with every hop's :class:`~emitcli.trace.HopEvent`,
+        marked with the input record it belongs to; without it, hops are not
+        timed at all.
+    :param on_record_end: called with each record once everything it led to
+        has run (and its events have been sent).
     """
 
     def __init__(
@@ -127,6 +136,9 @@ class Runner:
         report: Callable[[Failure], None] = lambda failure: None,
         dead_letter: IO[str] | None = None,
         fail_fast: bool = False,
+        on_event: EventHandler | None = None,
+        on_record_end: Callable[[Record], None] | None = None,
+        run_id: str | None = None,
     ) -> None:
         if not router.routes[ENTRY_POINT]:
             raise EmitError(
@@ -145,18 +157,43 @@ class Runner:
         self._record: Record | None = None
         self._done = True
         self._suffix: dict[str, str] = {}
-        self.engine = LocalEngine(
-            router,
-            on_output=self._write,
-            outputs=select_nodes(router, outputs) if outputs else None,
-            on_error=self._node_failed,
-        )
+        self.on_record_end = on_record_end
+        chosen = select_nodes(router, outputs) if outputs else None
+        if on_event is None:
+            self.engine = LocalEngine(
+                router,
+                on_output=self._write,
+                outputs=chosen,
+                on_error=self._node_failed,
+                run_id=run_id,
+            )
+        else:
+
+            def hop(event: HopEvent) -> None:
+                if self._record is not None:
+                    event.source = self._record.source
+                    event.line = self._record.line
+                on_event(event)
+
+            self.engine = TracingEngine(
+                router,
+                on_event=hop,
+                on_output=self._write,
+                outputs=chosen,
+                on_error=self._node_failed,
+                run_id=run_id,
+            )
+
+    @property
+    def run_id(self) -> str:
+        return self.engine.run_id
 
     def run(self, records: Iterable[Record]) -> Stats:
         """Process every record (or until stopped); return the counts."""
         stats = self.stats
         send = self.engine.send
         new = self.router.message_class
+        ended = self.on_record_end
         try:
             for record in records:
                 self._record = record
@@ -165,9 +202,13 @@ class Runner:
                 if record.fields is None:
                     stats.bad_input += 1
                     self._fail(Failure(record, None, None, record.error or "bad input"))
+                elif record.node is not None:
+                    self.engine.deliver(self.router.nodes[record.node], new(record.fields))
                 else:
                     send(new(record.fields))
                 self._done = True
+                if ended is not None:
+                    ended(record)
                 if self.interrupted:
                     break
         except StopRun:
@@ -239,15 +280,15 @@ class Runner:
             self.dead_letter.flush()
 
 
-def select_nodes(router: Router, patterns: Iterable[str]) -> set[str]:
-    """Names of the nodes matched by ``--output`` patterns; each must match one."""
+def select_nodes(router: Router, patterns: Iterable[str], option: str = "--output") -> set[str]:
+    """Names of the nodes matched by an option's patterns; each must match one."""
     index = NameIndex(router.nodes)
     chosen: set[str] = set()
-    for pattern in as_patterns(list(patterns), "--output"):
+    for pattern in as_patterns(list(patterns), option):
         found = pattern.select(index)
         if not found:
             known = ", ".join(sorted(router.nodes))
-            raise EmitError(f"--output {pattern.text!r} matches no node (nodes: {known})")
+            raise EmitError(f"{option} {pattern.text!r} matches no node (nodes: {known})")
         chosen |= found
     return chosen
 

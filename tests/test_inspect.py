@@ -22,6 +22,7 @@ from emitcli.cli import app
 from emitcli.inspection import PROBLEM_KINDS, SCHEMA_VERSION, describe
 from emitcli.loader import load_router
 from emitcli.messages import ENTRY_POINT
+from emitcli.worker import URL_VARIABLES
 from tests.graphs import inspect_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +65,14 @@ EXPECTED = {
 
 @pytest.fixture(autouse=True)
 def from_repository_root(monkeypatch):
-    """Run where a user would, the repository root, and leave sys.path as found."""
+    """Run where a user would, the repository root, and leave sys.path as found.
+
+    Without a Redis URL in the environment, which would add the live section.
+    """
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    for variable in URL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
 
 
 def emit(*args, env=None):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 from emitcli import Message, Router
 from emitcli.local import LocalEngine
+from emitcli.trace import Tally, TracingEngine
 
 WORDS_PER_DOCUMENT = 100
 
@@ -50,7 +51,7 @@ def word_count_graph() -> tuple[Router, Counter[str]]:
     return router, counts
 
 
-def run_graph(docs: list[str]) -> int:
+def run_graph(docs: list[str], *, traced: bool = False) -> int:
     router, _counts = word_count_graph()
     outputs = 0
 
@@ -58,11 +59,20 @@ def run_graph(docs: list[str]) -> int:
         nonlocal outputs
         outputs += 1
 
-    engine = LocalEngine(router, on_output=on_output)
+    engine: LocalEngine
+    if traced:
+        # What --trace's table does with each event: tally it per node.
+        engine = TracingEngine(router, on_output=on_output, on_event=Tally(sample=10_000).event)
+    else:
+        engine = LocalEngine(router, on_output=on_output)
     send = engine.send
     for doc in docs:
         send(Message(document=doc))
     return outputs
+
+
+def run_traced(docs: list[str]) -> int:
+    return run_graph(docs, traced=True)
 
 
 def run_plain(docs: list[str]) -> int:
@@ -92,12 +102,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--words", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-trace", action="store_true", help="skip the run with trace events on")
     args = parser.parse_args()
 
     docs = documents(args.words)
     words = len(docs) * WORDS_PER_DOCUMENT
     plain: list[float] = []
     emit: list[float] = []
+    traced: list[float] = []
     for _ in range(args.rounds):
         rate, plain_out = best_rate(run_plain, docs, words)
         plain.append(rate)
@@ -105,11 +117,19 @@ def main() -> None:
         emit.append(rate)
         if emit_out != plain_out:
             raise SystemExit(f"outputs differ: graph {emit_out}, plain loop {plain_out}")
+        if not args.no_trace:
+            rate, traced_out = best_rate(run_traced, docs, words)
+            traced.append(rate)
+            if traced_out != plain_out:
+                raise SystemExit(f"outputs differ: traced {traced_out}, plain loop {plain_out}")
 
     print(f"words through the word-count graph: {words:,} ({args.rounds} rounds, best of each)")
     print(f"plain Python loop : {max(plain):>12,.0f} words/s")
     print(f"emit Router, local: {max(emit):>12,.0f} words/s")
     print(f"ratio             : {max(emit) / max(plain):>12.1%} of the plain loop")
+    if traced:
+        print(f"emit, tracing on  : {max(traced):>12,.0f} words/s")
+        print(f"tracing costs     : {1 - max(traced) / max(emit):>12.1%} of the untraced rate")
 
 
 if __name__ == "__main__":
