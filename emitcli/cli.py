@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -17,25 +14,25 @@ import typer
 from redis.exceptions import RedisError
 from typer.completion import completion_init, get_completion_script
 
-from . import __version__, throwaway
-from .console import TraceView, make_console, progress, report_failure, say, summary
+from . import __version__
+from .console import make_console, say
 from .digraph import RankDir, RenderError, drawing, to_dot
 from .errors import EmitError, LoadError
-from .inputs import STDIN, Record, read_records
+from .inputs import STDIN, read_records
+from .launch import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Backend,
+    RunOptions,
+    start,
+    usage_error,
+)
 from .loader import load_router
 from .replay import Selection, replay_records, requeue_failed
 from .router.core import Router
 from .router.rq import RQRouter
-from .rqrun import RQRun
-from .runner import Failure, Runner, format_traceback, select_nodes
-from .trace import HopEvent, RecordWriter
+from .runner import format_traceback, select_nodes
 from .worker import GraphPool, connect, make_worker, redis_url
-
-#: Exit codes, as DESIGN.md fixes them.
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="emit",
@@ -95,11 +92,6 @@ RecordFile = Annotated[
         show_default=False,
     ),
 ]
-
-
-class Backend(StrEnum):
-    local = "local"
-    rq = "rq"
 
 
 class WorkerClass(StrEnum):
@@ -231,350 +223,11 @@ def run(
     if not field.isidentifier():
         _usage_error(f"--field {field!r} is not a valid field name")
     records = read_records(sources, json_lines=json_lines, field=field)
-    if backend is Backend.rq:
-        _rq_only_locally(trace, record, output, fail_fast, dead_letter)
-        if workers and no_wait:
-            _usage_error("--workers stop when the run ends: with --no-wait, nothing would run")
-        rq_args = (router, locator, records, url, timeout, no_wait, console, quiet)
-        if workers:
-            own = _run_rq_own_workers(*rq_args, workers=workers, app_dir=app_dir, verbose=verbose)
-            raise typer.Exit(own)
-        raise typer.Exit(_run_rq(*rq_args))
-    if workers:
-        _usage_error("--workers starts RQ workers; it works with --backend rq")
-
-    local = LocalOptions(output or [], dead_letter, fail_fast, trace, record)
-    raise typer.Exit(_run_local(router, locator, records, local, console, quiet, verbose))
-
-
-@dataclass
-class LocalOptions:
-    """What ``emit run`` and ``emit replay`` take for a run in this process."""
-
-    output: list[str]
-    dead_letter: Path | None
-    fail_fast: bool
-    trace: bool
-    record: Path | None
-
-
-def _run_local(
-    router: Router,
-    locator: str,
-    records: Iterator[Record],
-    options: LocalOptions,
-    console: Any,
-    quiet: bool,
-    verbose: int,
-) -> int:
-    """Run in this process with the files and displays the options ask for."""
-    view = TraceView(console) if options.trace else None
-    with ExitStack() as files:
-        letters = recorder = None
-        if options.dead_letter:
-            letters = files.enter_context(_open_for(options.dead_letter, "dead-letter", "a"))
-        if options.record:
-            recorder = RecordWriter(files.enter_context(_open_for(options.record, "record", "wb")))
-        listeners = [x.hop for x in (view, recorder) if x is not None]
-
-        def report(failure: Failure) -> None:
-            trace = format_traceback(failure.error) if verbose and failure.error else None
-            report_failure(console, failure, trace)
-            if recorder is not None and failure.node is None and failure.record.fields is None:
-                recorder.write({**failure.as_record(runner.run_id), "kind": "bad-input"})
-
-        out = files.enter_context(_claim_stdout())
-        try:
-            runner = Runner(
-                router,
-                out=out,
-                outputs=options.output,
-                report=report,
-                dead_letter=letters,
-                fail_fast=options.fail_fast,
-                on_event=_fan_out(listeners) if listeners else None,
-                on_record_end=view.record_end if view is not None else None,
-            )
-        except EmitError as exc:
-            _usage_error(str(exc))
-        if recorder is not None:
-            recorder.start(runner.run_id, locator, "local")
-        code = _run(runner, records, console, quiet, view)
-    return code
-
-
-def _open_for(path: Path, what: str, mode: str) -> IO[Any]:
-    """Open a file an option names; a usage error (exit 2) if it cannot be."""
-    try:
-        if "b" in mode:
-            return open(path, mode)
-        return open(path, mode, encoding="utf-8")
-    except OSError as exc:
-        _usage_error(f"cannot write the {what} file {str(path)!r}: {exc.strerror}")
-        raise
-
-
-def _fan_out(listeners: Sequence[Callable[[HopEvent], None]]) -> Callable[[HopEvent], None]:
-    if len(listeners) == 1:
-        return listeners[0]
-
-    def each(event: HopEvent) -> None:
-        for listener in listeners:
-            listener(event)
-
-    return each
-
-
-def _run_rq_own_workers(
-    router: Router,
-    locator: str,
-    records: Iterator[Record],
-    url: str | None,
-    timeout: float | None,
-    no_wait: bool,
-    console: Any,
-    quiet: bool,
-    *,
-    workers: int,
-    app_dir: Path | None,
-    verbose: int,
-) -> int:
-    """``_run_rq`` on N workers started for the run, and on a Redis of their own unless
-    one is named; all stopped when it ends."""
-    url = redis_url(url)
-    try:
-        with (
-            _sigterm_interrupts(),
-            throwaway.redis_server() if url is None else nullcontext(url) as used,
-            throwaway.workers(locator, used, workers, app_dir=app_dir, verbose=verbose),
-        ):
-            rq_args = (router, locator, records, used, timeout, no_wait, console, quiet)
-            return _run_rq(*rq_args, own_workers=True)
-    except throwaway.StartError as exc:
-        say(console, str(exc), "red")
-        return EXIT_USAGE
-    except KeyboardInterrupt:  # while the server or the workers start or stop
-        say(console, "interrupted")
-        return EXIT_INTERRUPTED
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM interrupts as Ctrl-C does, so that what the run started is stopped too."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    saved = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, saved)
-
-
-def _run_rq(
-    router: Router,
-    locator: str,
-    records: Iterator[Record],
-    url: str | None,
-    timeout: float | None,
-    no_wait: bool,
-    console: Any,
-    quiet: bool,
-    *,
-    own_workers: bool = False,
-) -> int:
-    """Enqueue the records on RQ and, unless --no-wait, follow the run to its end."""
-    try:
-        connect(router, redis_url(url))
-        assert isinstance(router, RQRouter)
-        # Workers import the graph the way this command did.
-        router.locator = locator
-    except EmitError as exc:
-        _usage_error(str(exc))
-
-    def report(where: str, node: str | None, text: str, record: dict[str, Any]) -> None:
-        # Errors of emit's own (too big, the hop limit) name the node already.
-        named = node is None or repr(node) in text
-        say(console, f"{where}: {text}" if named else f"{where}: node {node!r} {text}", "red")
-
-    with _claim_stdout() as out:
-        run = RQRun(router, out=out, report=report)  # type: ignore[arg-type]
-        try:
-            run.submit(records, follow=not no_wait)
-            if no_wait:
-                out.write(run.run_id.encode() + b"\n")
-                # A record refused while enqueuing (bad input, too big) is a failure.
-                return EXIT_FAILED if run.stats.failed else EXIT_OK
-            finished = run.follow(timeout)
-        except KeyboardInterrupt:
-            goes_on = "stopped with its workers" if own_workers else "goes on in the workers"
-            say(console, f"interrupted; run {run.run_id} {goes_on}")
-            return EXIT_INTERRUPTED
-        except RedisError as exc:
-            say(console, f"lost Redis: {exc}", "red")
-            return EXIT_FAILED
-    stats = run.stats
-    if not finished:
-        try:
-            missing = run.missing()
-        except RedisError as exc:
-            missing = f"cannot tell what is missing: lost Redis ({exc})"
-        say(console, f"timed out after {timeout:g}s: run {run.run_id}: {missing}", "red")
-        return EXIT_FAILED
-    if not quiet and not run.closed:
-        say(console, summary(stats))
-    return EXIT_FAILED if stats.failed else EXIT_OK
-
-
-def _run(
-    runner: Runner,
-    records: Iterator[Record],
-    console: Any,
-    quiet: bool,
-    view: TraceView | None = None,
-) -> int:
-    """Run with signals handled; return the exit code."""
-    watched = _Interrupts(runner)
-    with watched, progress(console, runner.stats, enabled=not quiet, above=view):
-        try:
-            runner.run(watched.reading(records))
-        except KeyboardInterrupt:
-            runner.interrupted = True
-        except SystemExit as exc:
-            # A node called sys.exit(): the run stops, but never silently.
-            where = runner.abandon(f"a node called sys.exit({exc.code!r})")
-            say(console, f"stopped: a node called sys.exit({exc.code!r}) at {where}", "red")
-            return EXIT_FAILED
-    stats = runner.stats
-    if view is not None:
-        view.finish()
-    if runner.write_error is not None:
-        say(console, f"stopped: cannot write the output: {runner.write_error}", "red")
-        return EXIT_FAILED
-    if runner.closed:
-        return EXIT_FAILED if stats.failed else EXIT_OK
-    if runner.interrupted:
-        stopped = f"interrupted by {watched.signum.name}"
-        if runner.record_in_flight():
-            # Ctrl-C prints one line (DESIGN.md): the record left unfinished is
-            # named in it and kept in the dead-letter file, not reported apart.
-            stopped += f" at {runner.abandon(stopped)}"
-        say(console, summary(stats, stopped=stopped))
-        return 128 + watched.signum
-    if not quiet:
-        say(console, summary(stats))
-    return EXIT_FAILED if stats.failed else EXIT_OK
-
-
-class _Interrupts:
-    """Ctrl-C and SIGTERM: the first stops the run at a whole line, a second at once.
-
-    While the run waits for input, nothing is in flight, so the signal raises
-    KeyboardInterrupt there and then; while a record is being processed it only
-    sets a flag, which the runner checks after each output line and each record.
-    """
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.signum = signal.SIGINT
-        self.waiting = False
-        self._saved: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupts:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._saved[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signal.Signals(signum)
-        if self.waiting or self.runner.interrupted:
-            raise KeyboardInterrupt
-        self.runner.interrupted = True
-
-    def reading(self, records: Iterator[Record]) -> Iterator[Record]:
-        """Pass records through, marking the time spent waiting for them."""
-        iterator = iter(records)
-        while True:
-            self.waiting = True
-            try:
-                record = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.waiting = False
-            yield record
-
-
-@contextmanager
-def _claim_stdout() -> Iterator[IO[bytes]]:
-    """Keep stdout for JSON lines only; what nodes print goes to stderr.
-
-    At the descriptor level, so child processes and C extensions that write to
-    fd 1 cannot corrupt the output either.  Writes go straight to the saved
-    descriptor, one call per line, so nothing is left in a buffer to fail at
-    exit when the reader (``head``) has gone.
-    """
-    if sys.stdout is None:
-        # Started with descriptor 1 closed: the first line fails and stops the
-        # run.  Not descriptor 1 itself, which a file opened since may now hold.
-        yield _FdWriter(-1)  # type: ignore[misc]
-        return
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = -1
-    if fd < 0:  # an in-memory stdout, as under a test runner
-        saved = sys.stdout
-        out = sys.stdout.buffer
-        sys.stdout = sys.stderr
-        try:
-            yield out
-        finally:
-            sys.stdout = saved
-        return
-
-    sys.stdout.flush()
-    out_fd = os.dup(fd)
-    os.dup2(sys.stderr.fileno(), fd)
-    saved = sys.stdout
-    sys.stdout = sys.stderr
-    try:
-        yield _FdWriter(out_fd)  # type: ignore[misc]
-    finally:
-        sys.stdout = saved
-        os.dup2(out_fd, fd) if _alive(out_fd) else None
-        os.close(out_fd)
-
-
-class _FdWriter:
-    """The smallest binary writer: whole writes to one descriptor, no buffer."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def write(self, data: bytes) -> int:
-        written = os.write(self.fd, data)
-        if written < len(data):  # a partial write: a big line into a full pipe
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self.fd, view) :]
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _alive(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
+    options = RunOptions(
+        backend, output or [], dead_letter, fail_fast, trace, record,
+        url, timeout, no_wait, workers, app_dir, quiet, verbose,
+    )  # fmt: skip
+    raise typer.Exit(start(router, locator, records, options, console))
 
 
 def _load(locator: str, app_dir: Path | None, verbose: int) -> Router:
@@ -587,9 +240,7 @@ def _load(locator: str, app_dir: Path | None, verbose: int) -> Router:
     raise AssertionError("unreachable")
 
 
-def _usage_error(text: str) -> None:
-    say(make_console(), text, "red")
-    raise typer.Exit(EXIT_USAGE)
+_usage_error = usage_error
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -792,26 +443,11 @@ def replay(
     selection = Selection(failed=failed, nodes=frozenset(chosen))
     with lines:
         records = replay_records(router, source, lines, selection)
-        if backend is Backend.rq:
-            _rq_only_locally(trace, record, output, fail_fast, dead_letter)
-            rq_args = (router, locator, records, url, timeout, False, console, quiet)
-            if workers:
-                own = _run_rq_own_workers(
-                    *rq_args, workers=workers, app_dir=app_dir, verbose=verbose
-                )
-                raise typer.Exit(own)
-            raise typer.Exit(_run_rq(*rq_args))
-        if workers:
-            _usage_error("--workers starts RQ workers; it works with --backend rq")
-        local = LocalOptions(output or [], dead_letter, fail_fast, trace, record)
-        raise typer.Exit(_run_local(router, locator, records, local, console, quiet, verbose))
-
-
-def _rq_only_locally(trace: bool, record: Path | None, *others: Any) -> None:
-    if trace or record:
-        _usage_error("--trace and --record work with --backend local only")
-    if any(others):
-        _usage_error("--output, --fail-fast and --dead-letter work with --backend local only")
+        options = RunOptions(
+            backend, output or [], dead_letter, fail_fast, trace, record,
+            url, timeout, False, workers, app_dir, quiet, verbose,
+        )  # fmt: skip
+        raise typer.Exit(start(router, locator, records, options, console))
 
 
 def _requeue_failed(router: Router, url: str | None, console: Any) -> int:
@@ -859,12 +495,24 @@ def inspect_command(
     entry point.  With a Redis URL, also each queue the graph uses: its jobs
     by state and the workers listening on it.  Exit status: 0 no problems,
     1 problems found, 2 the graph cannot be loaded or Redis cannot be reached.
+
+    Given a record file (emit run --record, a .jsonl file) instead of a graph:
+    per node its hops, messages sent, errors and p50/p95/max time, the errors,
+    and the slowest hops; exit status 1 when some hop failed.
     """
     # Imported here, where they are used, so that this command stays one block.
-    import json
-
-    from .console import render_inspection
+    from .console import render_inspection, render_record_summary
     from .inspection import describe, describe_live
+    from .trace import summarise
+
+    if _is_record_file(locator):
+        try:
+            with open(locator, "rb") as lines:
+                summary = summarise(locator, lines)
+        except OSError as exc:
+            _usage_error(f"cannot read {locator!r}: {exc.strerror}")
+        _print_report(summary, as_json, render_record_summary)
+        raise typer.Exit(EXIT_FAILED if summary["errors"] else EXIT_OK)
 
     router = _load(locator, app_dir, verbose)
     report = describe(router)
@@ -874,12 +522,25 @@ def inspect_command(
             report["live"] = describe_live(router, live_url)
         except EmitError as exc:
             _usage_error(str(exc))
-    if as_json:
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    else:
-        text = render_inspection(report)
-    _write_stdout(text.encode())
+    _print_report(report, as_json, render_inspection)
     raise typer.Exit(EXIT_FAILED if report["problems"] else EXIT_OK)
+
+
+def _print_report(
+    report: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]
+) -> None:
+    """An inspecting command's report on stdout: for people, or as one JSON document."""
+    import json
+
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n" if as_json else render(report)
+    _write_stdout(text.encode())
+
+
+def _is_record_file(locator: str) -> bool:
+    """Whether ``emit inspect`` was given a record file rather than a graph's locator."""
+    return locator.endswith((".jsonl", ".ndjson")) or (
+        os.path.isfile(locator) and not locator.endswith(".py")
+    )
 
 
 # emit digraph, emit_digraph and emit completion ------------------------------

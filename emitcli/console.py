@@ -23,10 +23,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from .inputs import Record
 from .trace import HopEvent, Tally, hop_tree
 
 if TYPE_CHECKING:
-    from .inputs import Record
     from .runner import Failure, Stats
 
 
@@ -139,17 +139,32 @@ class TraceView:
     (node, the fields it took, its time, errors in red).  A longer stream
     is then followed in a table per node (messages in and out, errors, mean
     and p95 time, rate), live on a terminal and printed once at the end.
+
+    With ``by_record`` (RQ, where records end in no order anyone sees) the
+    events are grouped by their input record as they come, and a run of up
+    to :data:`TREE_RECORDS` records is drawn as trees when it ends.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, by_record: bool = False) -> None:
         self.console = console
         self.tally = Tally(sample=10_000)
         self.records = 0
         self._hops: list[HopEvent] = []
+        #: The events of each input record so far; ``None`` once there are too many.
+        self._groups: dict[tuple[str, int], list[HopEvent]] | None = {} if by_record else None
 
     def hop(self, event: HopEvent) -> None:
         self.tally.event(event)
-        if self.records < TREE_RECORDS:
+        groups = self._groups
+        if groups is not None:
+            key = (event.source or "?", event.line or 0)
+            if key not in groups:
+                self.records += 1
+                if self.records > TREE_RECORDS:
+                    self._groups = None
+                    return
+            groups.setdefault(key, []).append(event)
+        elif self.records < TREE_RECORDS:
             self._hops.append(event)
 
     def record_end(self, record: Record) -> None:
@@ -163,15 +178,19 @@ class TraceView:
         return self.records > TREE_RECORDS
 
     def finish(self) -> None:
-        """Print the table of nodes at the end of a long run."""
+        """Print the table of nodes at the end of a long run; the trees of a short
+        one grouped by record."""
         if self.long:
             self.console.print(self.table())
+            return
+        for (source, line), hops in sorted((self._groups or {}).items()):
+            self.console.print(_record_tree(Record(source, line, None), hops))
 
     def table(self) -> Table:
         seconds = max(time.monotonic() - self.tally.started, 1e-9)
         table = Table(title="hops per node", title_justify="left", box=box.SIMPLE_HEAD)
         for title in ("node", "in", "out", "errors", "mean", "p95", "in/s"):
-            table.add_column(title, justify="left" if title == "node" else "right")
+            table.add_column(title, justify="left" if title == "node" else "right", overflow="fold")
         for node in self.tally:
             table.add_row(
                 node.node,
@@ -384,7 +403,7 @@ def render_record_summary(summary: Mapping[str, Any]) -> str:
         head.append(f", {_count(summary['unreadable'], 'unreadable line')}", style="red")
     table = Table(box=box.SIMPLE_HEAD)
     for title in ("node", "hops", "sent", "errors", "p50", "p95", "max"):
-        table.add_column(title, justify="left" if title == "node" else "right")
+        table.add_column(title, justify="left" if title == "node" else "right", overflow="fold")
     for node in summary["nodes"]:
         table.add_row(
             node["node"],
@@ -408,7 +427,8 @@ def render_record_summary(summary: Mapping[str, Any]) -> str:
         if summary["slowest"]:
             console.print(Text("slowest hops:", style="bold"))
         for hop in summary["slowest"]:
-            where = f"{hop['source']}:{hop['input_line']}" if hop["input_line"] else "?"
+            line = hop["input_line"]
+            where = Record(hop["source"] or "?", line, None).where if line else "?"
             console.print(
                 Text.assemble(
                     f"  {duration(hop['duration']):>8}  ",

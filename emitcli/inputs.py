@@ -40,6 +40,14 @@ class Record:
         name = "<stdin>" if self.source == STDIN else self.source
         return f"{name}:{self.line}"
 
+    @staticmethod
+    def place(where: str) -> tuple[str, int | None]:
+        """The source and line number a :attr:`where` names (``None``: no line)."""
+        name, _, line = where.rpartition(":")
+        if not line.isdigit():
+            return where, None
+        return (STDIN if name == "<stdin>" else name), int(line)
+
     def raw_for_record(self) -> dict[str, Any]:
         """The line as text (undecodable bytes escaped) and, if needed, as base64."""
         out: dict[str, Any] = {"raw": self.raw.decode("utf-8", "backslashreplace")}

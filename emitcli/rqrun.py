@@ -34,7 +34,8 @@ from .inputs import Record
 from .messages import ENTRY_POINT
 from .router.rq import RECONNECT_FOR, RQRouter, Sender
 from .router.rqbook import ATTEMPT_FIELD, alive_key, marks_of, report_failure, run_keys, same_redis
-from .runner import Stats
+from .runner import Failure, Stats
+from .trace import ERROR, HopEvent
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,14 @@ class RQRun:
     """One run of a graph on RQ workers, seen from the command line.
 
     :param out: binary stream for output lines.
-    :param report: called with ``(where, node, text, record)`` for each failure.
+    :param report: called with ``(where, node, text, record)`` for each failure;
+        ``record`` is the failure record of a message, or the dead-letter
+        record of an input line that could not be read.
+    :param on_event: called with the :class:`~emitcli.trace.HopEvent` of
+        every hop; given, the run is traced: its jobs publish their events to
+        the run's stream, read here as the run goes.  A message of a batch
+        that failed as a whole (its worker died, its time ran out) has no
+        event from a worker: its failure record stands in for one.
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class RQRun:
         out: IO[bytes],
         report: Callable[[str, str | None, str, dict[str, Any]], None],
         run_id: str | None = None,
+        on_event: Callable[[HopEvent], None] | None = None,
     ) -> None:
         if router.redis_connection is None:
             raise EmitError("the router has no Redis connection; pass -u URL")
@@ -105,6 +114,10 @@ class RQRun:
         self.entries = [router.nodes[name] for name in router.subscribers(ENTRY_POINT)]
         if not self.entries:
             raise EmitError("the graph has no entry point; mark a node with entry_point=True")
+        self.on_event = on_event
+        #: The id of the last entry read from the run's stream of events.
+        self.events_read = "0-0"
+        self.unhopped = 0
         self.closed = False
         self.enqueued = 0
         self.last_pending = 0
@@ -113,14 +126,22 @@ class RQRun:
     def submit(self, records: Iterable[Record], *, follow: bool = True) -> None:
         """Enqueue every good record for the entry points (or the node it names,
         as ``emit replay`` does); report the bad ones."""
-        sender = Sender(self.router, self.run_id, track=True, refuse=self._refused)
+        sender = Sender(
+            self.router,
+            self.run_id,
+            track=True,
+            refuse=self._refused,
+            trace=self.on_event is not None,
+        )
         size = self.router.batch_size
         nodes = self.router.nodes
         for record in records:
             self.stats.records += 1
             if record.fields is None:
                 self.stats.bad_input += 1
-                self.report(record.where, None, record.error or "bad input", {})
+                reason = record.error or "bad input"
+                letter = Failure(record, None, None, reason).as_record(self.run_id)
+                self.report(record.where, None, reason, letter)
                 continue
             item = [record.fields, ENTRY_POINT, None, 0, record.where]
             for spec in self.entries if record.node is None else [nodes[record.node]]:
@@ -166,15 +187,39 @@ class RQRun:
         if value is None and self.enqueued:
             raise RunLostError(self.run_id, self.last_pending)
         self.last_pending = int(value or 0)
-        return self.last_pending <= 0 and not self._waiting()
+        over = self.last_pending <= 0 and not self._waiting()
+        if over and self.on_event is not None:
+            # Events go out with their job's sends: the last are in by now.
+            self._read_events()
+        return over
 
     def _wait(self, left: float | None) -> None:
         # Block until something arrives, or a second passes, to recheck.
         wait = 1.0 if left is None else max(0.01, min(1.0, left))
+        if self.on_event is not None:
+            # A traced job's sends come with its events: wait on those.
+            self._read_events(block_ms=int(wait * 1000))
+            return
         found = self.connection.blpop([self.keys["out"], self.keys["failed"]], timeout=wait)
         if found is not None:
             key, value = found
             self._take(key.decode(), [value])
+
+    def _read_events(self, block_ms: int | None = None) -> None:
+        """Pass on the events in the run's stream since the last read; with
+        ``block_ms``, wait that long for one entry first."""
+        assert self.on_event is not None
+        key = self.keys["events"]
+        while True:
+            found = self.connection.xread({key: self.events_read}, count=_CHUNK, block=block_ms)
+            if not found:
+                return
+            for entry, data in found[0][1]:
+                self.events_read = entry
+                for event in json.loads(data[b"events"]):
+                    self.on_event(HopEvent.from_record(event))
+            if block_ms is not None:
+                return
 
     def _reconnect(self, error: RedisError, deadline: float | None) -> None:
         """Wait, with backoff, until Redis answers again; raise ``error`` if it does not."""
@@ -199,7 +244,7 @@ class RQRun:
         return int(self.connection.get(self.keys["pending"]) or 0)
 
     def drain(self) -> None:
-        """Take whatever output and failures are waiting, without blocking."""
+        """Take whatever output, failures and events are waiting, without blocking."""
         connection = self.connection
         for key in (self.keys["out"], self.keys["failed"]):
             while not self.closed:
@@ -207,6 +252,8 @@ class RQRun:
                 if not values:
                     break
                 self._take(key, values)
+        if self.on_event is not None and not self.closed:
+            self._read_events()
 
     def _waiting(self) -> bool:
         connection = self.connection
@@ -227,6 +274,20 @@ class RQRun:
             self.stats.errors += 1
             where = record.get("where") or "?"
             self.report(where, record.get("node"), record["error"]["text"], record)
+            if self.on_event is not None and "hop" not in record:
+                self.on_event(self._failure_event(record))
+
+    def _failure_event(self, record: dict[str, Any]) -> HopEvent:
+        """The event of a message whose whole batch failed: no worker told of its hop."""
+        self.unhopped += 1
+        source, line = Record.place(record["where"]) if record.get("where") else (None, None)
+        error = record["error"]
+        return HopEvent(
+            self.run_id, f"failed:{self.unhopped}", record.get("parent"),
+            record.get("origin") or "?", record.get("node") or "?", record.get("hops", 0),
+            record.get("message") or {}, time.time(), outcome=ERROR,
+            error_type=error["type"], error_text=error["text"], source=source, line=line,
+        )  # fmt: skip
 
     # Jobs whose worker died ------------------------------------------------
 

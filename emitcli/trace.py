@@ -88,6 +88,16 @@ class HopEvent:
             out["line"] = self.line
         return out
 
+    @classmethod
+    def from_record(cls, obj: dict[str, Any]) -> HopEvent:
+        """The event a :meth:`as_record` object describes (from an RQ worker)."""
+        error = obj.get("error") or {}
+        return cls(
+            obj["run"], obj["hop"], obj["parent"], obj["origin"], obj["node"], obj["hops"],
+            obj["fields"], obj["start"], obj["duration"], obj["outcome"], obj.get("sent", 0),
+            error.get("type"), error.get("text"), obj.get("source"), obj.get("line"),
+        )  # fmt: skip
+
 
 #: ``on_event(event)``: called once for every hop, when the hop has ended.
 EventHandler = Callable[[HopEvent], None]
@@ -137,7 +147,7 @@ class TracingEngine(LocalEngine):
         # node, so it is the one the wrappers never see.
         if isinstance(exc, HopLimitError):
             event = self._event(node, message)
-            _set_error(event, exc)
+            set_error(event, exc)
             self.on_event(event)
         self._on_error(node, message, exc)
 
@@ -158,7 +168,7 @@ class TracingEngine(LocalEngine):
                 result = func(message)
             except Exception as exc:
                 event.duration = perf_counter() - began
-                emit(_set_error(event, exc))
+                emit(set_error(event, exc))
                 raise
             if type(result) is GeneratorType:
                 event.duration = perf_counter() - began
@@ -167,7 +177,7 @@ class TracingEngine(LocalEngine):
                 fields = shape(result)
             except ResultError as exc:
                 event.duration = perf_counter() - began
-                emit(_set_error(event, exc))
+                emit(set_error(event, exc))
                 raise
             event.duration = perf_counter() - began
             if fields is None:
@@ -199,13 +209,13 @@ class TracingEngine(LocalEngine):
                 break
             except Exception as exc:
                 event.duration += perf_counter() - began
-                self._emit(_set_error(event, exc))
+                self._emit(set_error(event, exc))
                 raise
             event.duration += perf_counter() - began
             try:
                 fields = shape(item)
             except ResultError as exc:
-                _set_error(event, exc)
+                set_error(event, exc)
                 self._on_error(event.node, message, exc)
                 continue
             if fields is not None:
@@ -228,7 +238,8 @@ def _shaped(fields: Any) -> Any:
     return fields
 
 
-def _set_error(event: HopEvent, exc: BaseException) -> HopEvent:
+def set_error(event: HopEvent, exc: BaseException) -> HopEvent:
+    """Mark ``event`` failed with ``exc``."""
     event.outcome = ERROR
     event.error_type = type(exc).__name__
     event.error_text = str(exc)
@@ -348,9 +359,10 @@ class Tally:
 def hop_tree(events: Iterable[HopEvent]) -> list[tuple[HopEvent, list[Any]]]:
     """The hops of one input record as a forest: ``(event, children)`` pairs.
 
-    Children are in hop order, which is the order the messages were sent.
+    Children are in hop order, which is the order the messages were sent, in
+    this process; on RQ, where hop ids name jobs, in the order the hops began.
     """
-    ordered = sorted(events, key=lambda e: (str(type(e.hop)), e.hop))
+    ordered = sorted(events, key=lambda e: (e.hop, 0.0) if type(e.hop) is int else (0, e.start))
     nodes: dict[Any, tuple[HopEvent, list[Any]]] = {}
     for event in ordered:
         nodes.setdefault(event.hop, (event, []))

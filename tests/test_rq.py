@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Callback, Queue, SimpleWorker
+from rq import Callback, Queue, SimpleWorker, Worker
 
 from emitcli import Router
 from emitcli.errors import EmitError, GraphError, OptionError
@@ -176,6 +177,12 @@ def test_emit_run_on_rq_with_real_workers_gives_the_local_word_counts(redis_url,
         for _ in range(2)
     ]
     try:
+        # Both in their loop, their signal handlers installed, before the run:
+        # a worker interrupted while it starts exits 130, not 0.
+        deadline = time.monotonic() + 60
+        while sum(w.get_state() == "idle" for w in Worker.all(connection=redis)) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
         remote = subprocess.run(
             [
                 EMIT,

@@ -199,3 +199,62 @@ def test_a_bad_item_of_a_generator_fails_its_hop_and_the_rest_go_on():
     assert plain.stdout == again.stdout and plain.exit_code == again.exit_code == 1
     assert plain.stderr.count("ResultError") == 0
     assert "returned a tuple of 3 value(s)" in plain.stderr
+
+
+# emit inspect FILE.jsonl -------------------------------------------------------
+
+
+def recorded(tmp_path, stdin, bad="bad"):
+    record = tmp_path / "rec.jsonl"
+    result = CliRunner().invoke(
+        app, ["run", WORDS, "--record", str(record)], input=stdin,
+        env={**ENV, "EMIT_TEST_BAD_WORD": bad},
+    )  # fmt: skip
+    assert result.exit_code == (1 if bad else 0)
+    return record
+
+
+def test_inspect_sums_up_a_record_per_node_from_its_hop_lines(tmp_path):
+    record = recorded(tmp_path, "the bad rain\nin spain bad\n\nfalls mainly\n")
+    hops = [json.loads(line) for line in record.read_text().splitlines()]
+    hops = [hop for hop in hops if hop["kind"] == "hop"]
+
+    result = emit("inspect", str(record), "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    for node in summary["nodes"]:
+        mine = [hop for hop in hops if hop["node"] == node["node"]]
+        assert node["hops"] == len(mine)
+        assert node["sent"] == sum(hop["sent"] for hop in mine)
+        assert node["errors"] == sum(hop["outcome"] == "error" for hop in mine)
+        assert node["max"] == max(hop["duration"] for hop in mine)
+    assert {n["node"] for n in summary["nodes"]} == {hop["node"] for hop in hops}
+    assert summary["errors"] == [{"node": name("count"), "type": "ValueError", "count": 2}]
+    assert summary["lines"] == {"run": 1, "hop": len(hops)}
+    slowest = max(hops, key=lambda hop: hop["duration"])
+    assert summary["slowest"][0]["duration"] == slowest["duration"]
+
+
+def test_inspect_of_a_record_names_the_errors_and_the_slowest_hops(tmp_path):
+    record = recorded(tmp_path, "the bad rain\n")
+    result = emit("inspect", str(record))
+    assert result.exit_code == 1
+    assert f"{record}: 6 hops in 1 run" in result.stdout
+    assert f"errors: {name('count')} raised ValueError 1 time" in result.stdout
+    assert "slowest hops:" in result.stdout
+    assert "(input <stdin>:1, record line" in result.stdout
+
+
+def test_inspect_of_a_clean_record_exits_0_and_counts_lines_it_cannot_read(tmp_path):
+    record = recorded(tmp_path, "the rain\n", bad="")
+    with record.open("a") as more:
+        more.write("{not json\n[1, 2]\n")
+    result = emit("inspect", str(record), "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["unreadable"] == 2
+
+
+def test_inspect_of_a_record_that_cannot_be_read_exits_2(tmp_path):
+    result = emit("inspect", str(tmp_path / "missing.jsonl"))
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr

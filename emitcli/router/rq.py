@@ -39,6 +39,7 @@ from .rqbook import (
     BOOK_SCRIPT,
     DONE_FIELD,
     ERROR_TEXT_LIMIT,
+    EVENTS_MAXLEN,
     RUN_TTL,
     failure_record,
     marks_of,
@@ -236,6 +237,8 @@ class Sender:
         once, and it never creates a run's bookkeeping Redis lost.
     :param refuse: what to do with a message over ``max_message_bytes``;
         by default :class:`MessageTooBigError` is raised before anything is sent.
+    :param trace: the run is traced: its jobs tell of every hop, and the
+        events collected in :attr:`events` go to the run's stream with the sends.
     """
 
     def __init__(
@@ -246,15 +249,19 @@ class Sender:
         *,
         job: Job | None = None,
         refuse: Refuse | None = None,
+        trace: bool = False,
     ) -> None:
         self.router = router
         self.run = run
         self.track = track
+        self.trace = trace and track
         self.job = job
         self.refuse = refuse
         self.pending: dict[str, list[list[Any]]] = {}
         self.outputs: list[str] = []
         self.failures: list[str] = []
+        #: Hop events (JSON objects) to publish with the next send.
+        self.events: list[str] = []
         self.count = 0
         #: False once Redis answered that the run's bookkeeping is gone.
         self.run_known = True
@@ -281,6 +288,7 @@ class Sender:
         self.pending.clear()
         self.outputs.clear()
         self.failures.clear()
+        self.events.clear()
         self.count = 0
         return jobs
 
@@ -327,6 +335,8 @@ class Sender:
             for spec, batches in plan:
                 jobs += self._enqueue(spec, batches, pipe)
             if book is not None:
+                if self.events:
+                    self._publish(pipe)
                 self._book(pipe, book, ended, self.outputs, self.failures)
             results = pipe.execute()
         if book is not None and not results[-1]:
@@ -432,13 +442,22 @@ class Sender:
         return queue.enqueue_many(datas, pipeline=pipe)
 
     def _payload(self, spec: NodeSpec, items: list[list[Any]]) -> dict[str, Any]:
-        return {
+        payload = {
             "graph": self.router.locator,
             "node": spec.name,
             "run": self.run,
             "track": self.track,
             "items": items,
         }
+        if self.trace:
+            payload["trace"] = True
+        return payload
+
+    def _publish(self, pipe: Any) -> None:
+        """Add the collected events to the run's stream, as one entry, in ``pipe``."""
+        key = run_keys(self.run)["events"]
+        pipe.xadd(key, {"events": f"[{','.join(self.events)}]"}, maxlen=EVENTS_MAXLEN)
+        pipe.expire(key, RUN_TTL)
 
     def _book(
         self, target: Any, change: int, ended: bool, lines: list[str], failures: list[str]

@@ -32,6 +32,9 @@ ERROR_TEXT_LIMIT = 2000
 DONE_FIELD = "emit:done"
 #: The field of a job's marks that names the attempt running it.
 ATTEMPT_FIELD = "emit:attempt"
+#: Entries (one per job: the events of its hops) a traced run's stream keeps;
+#: older ones are trimmed, so a reader that falls this far behind loses them.
+EVENTS_MAXLEN = 10_000
 
 # Lua helpers shared by the scripts: RPUSH a range of ARGV in bounded chunks
 # (unpack has a stack limit), and refresh the expiry of the bookkeeping keys.
@@ -113,12 +116,14 @@ return 1
 
 
 def run_keys(run: str) -> dict[str, str]:
-    """The Redis keys of a run: jobs pending, output lines, failure records, jobs running."""
+    """The Redis keys of a run: jobs pending, output lines, failure records, jobs
+    running, and the stream of hop events of a traced run."""
     return {
         "pending": f"emit:run:{run}:pending",
         "out": f"emit:run:{run}:out",
         "failed": f"emit:run:{run}:failed",
         "running": f"emit:run:{run}:running",
+        "events": f"emit:run:{run}:events",
     }
 
 
@@ -177,17 +182,25 @@ def failure_text(kind: type, value: BaseException) -> str:
     return f"{kind.__name__}: {value}" if str(value) else kind.__name__
 
 
-def failure_record(node: str, kind: str, text: str, item: list[Any]) -> str:
-    """The failure record of one message (``[fields, origin, parent, hops, where]``)."""
-    fields, origin, _parent, _hops, where = item
-    record = {
+def failure_record(node: str, kind: str, text: str, item: list[Any], hop: str | None = None) -> str:
+    """The failure record of one message (``[fields, origin, parent, hops, where]``).
+
+    ``hop`` names the hop whose event (in a traced run) tells of this failure
+    already; a batch that failed as a whole has no such events.
+    """
+    fields, origin, parent, hops, where = item
+    record: dict[str, Any] = {
         "kind": "failure",
         "node": node,
         "origin": origin,
         "where": where,
         "error": {"type": kind, "text": clip(text)},
         "message": fields,
+        "parent": parent,
+        "hops": hops,
     }
+    if hop is not None:
+        record["hop"] = hop
     return JSONSerializer.dumps(record).decode()
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from time import perf_counter
 from types import GeneratorType
 from typing import Any
 
@@ -27,8 +28,10 @@ from rq.timeouts import JobTimeoutException
 
 from ..codec import JSONSerializer
 from ..errors import EmitError, HopLimitError, MessageTooBigError
-from ..messages import Message
+from ..inputs import Record
+from ..messages import Message, _copy
 from ..node import NodeSpec
+from ..trace import NO_RESULT, HopEvent, set_error
 from .core import Router
 from .rq import JOB_FUNCTION, RQRouter, Sender
 from .rqbook import (
@@ -181,6 +184,7 @@ class Batch:
             bool(payload.get("track")),
             job=self.job,
             refuse=self._refuse,
+            trace=bool(payload.get("trace")),
         )
         self.subs = router.routes[spec.name]
         self.failed = 0
@@ -251,26 +255,59 @@ class Batch:
     def _one(self, index: int, item: list[Any]) -> None:
         fields, origin, parent, hops, where = item
         spec = self.spec
-        message = Message(fields)
         hop = f"{self.job_id}:{index}"
-        message._meta = (origin, self.payload["run"], parent, hops)
-        message._hop = hop  # type: ignore[assignment]  # a job-wide id, not a counter
         if hops >= self.router.max_hops:
             path = cycle_through(self.router, origin, spec.name)
-            self._fail(item, HopLimitError(spec.name, self.router.max_hops, path))
+            error = HopLimitError(spec.name, self.router.max_hops, path)
+            self._fail(item, error, hop)
+            if self.sender.trace:
+                self._trace(self._event(hop, item, fields), perf_counter(), 0, error)
             return
+        message = Message(fields)
+        message._meta = (origin, self.payload["run"], parent, hops)
+        message._hop = hop  # type: ignore[assignment]  # a job-wide id, not a counter
+        event = self._event(hop, item, _copy(fields)) if self.sender.trace else None
+        began = perf_counter()
+        sent = 0
         try:
             result = spec.func(message)
             for out in result if type(result) is GeneratorType else (result,):
                 shaped = spec.shape(out)
                 if shaped is not None:
                     self._send(shaped, hop, hops + 1, where)
+                    sent += 1
         except JobTimeoutException:
             # The job's time is up: the whole batch fails, and RQ retries it.
             raise
         except Exception as exc:
+            if event is not None:  # first, so that its time is the node's alone
+                self._trace(event, began, sent, exc)
             log.error("node %r failed on %r", spec.name, message, exc_info=True)
-            self._fail(item, exc)
+            self._fail(item, exc, hop)
+            return
+        if event is not None:
+            self._trace(event, began, sent)
+
+    def _event(self, hop: str, item: list[Any], fields: dict[str, Any]) -> HopEvent:
+        _, origin, parent, hops, where = item
+        source, line = Record.place(where) if where else (None, None)
+        run = self.payload["run"]
+        return HopEvent(
+            run, hop, parent, origin, self.spec.name, hops, fields, time.time(),
+            source=source, line=line,
+        )  # fmt: skip
+
+    def _trace(
+        self, event: HopEvent, began: float, sent: int, error: BaseException | None = None
+    ) -> None:
+        """Finish a hop's event, its node's code begun at ``began``, and keep it to send."""
+        event.duration = perf_counter() - began
+        event.sent = sent
+        if error is not None:
+            set_error(event, error)
+        elif not sent:
+            event.outcome = NO_RESULT
+        self.sender.events.append(JSONSerializer.dumps(event.as_record()).decode())
 
     def _send(self, fields: dict[str, Any], hop: str, hops: int, where: Any) -> None:
         name = self.spec.name
@@ -285,12 +322,14 @@ class Batch:
         log.error("node %r: %s", self.spec.name, error)
         self._fail(self.payload["items"][index], error)
 
-    def _fail(self, item: list[Any], exc: BaseException) -> None:
+    def _fail(self, item: list[Any], exc: BaseException, hop: str | None = None) -> None:
         self.failed += 1
         if self.sender.track:
             text = str(exc) if isinstance(exc, EmitError) else f"raised {type(exc).__name__}: {exc}"
+            # With the hop named, the run knows the hop's event tells of this.
+            traced = hop if self.sender.trace else None
             self.sender.failures.append(
-                failure_record(self.spec.name, type(exc).__name__, text, item)
+                failure_record(self.spec.name, type(exc).__name__, text, item, traced)
             )
 
 

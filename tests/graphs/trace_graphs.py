@@ -6,29 +6,38 @@ after the fix, as a user meets them.
 """
 
 import os
+import time
 
 from emitcli import Router
+from emitcli.router.rq import RQRouter
 
-words = Router()
 
-
-@words.node("word", entry_point=True)
 def split(msg):
     yield from msg.line.split()
 
 
-@words.node(("word", "length"), subscribe_to="split")
 def count(msg):
     if msg.word == os.environ.get("EMIT_TEST_BAD_WORD", "bad"):
         raise ValueError(f"cannot count {msg.word!r}")
     return msg.word, len(msg.word)
 
 
-@words.node("word", subscribe_to="count")
 def shout(msg):
     if msg.length < 2:
         return None
     return msg.word.upper()
+
+
+def _word_graph(router):
+    router.node("word", entry_point=True)(split)
+    router.node(("word", "length"), subscribe_to="split")(count)
+    router.node("word", subscribe_to="count")(shout)
+    return router
+
+
+words = _word_graph(Router())
+# The same graph on RQ; the tests give it its Redis (-u, or a throw-away one).
+rq_words = _word_graph(RQRouter(batch_size=2))
 
 
 # A node that changes the message it was given, to show events keep what it took.
@@ -64,3 +73,15 @@ def pairs(msg):
     yield 1, 2
     yield 1, 2, 3
     yield 4, 5
+
+
+# A node on RQ that runs past its timeout until fixed (EMIT_TEST_LATE empty):
+# its batch fails as a whole, and no worker tells of its hop.
+rq_late = RQRouter()
+
+
+@rq_late.node("n", entry_point=True, timeout=1)
+def late(msg):
+    if os.environ.get("EMIT_TEST_LATE", "1"):
+        time.sleep(5)
+    return msg.n
