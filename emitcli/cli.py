@@ -422,10 +422,12 @@ def replay(
     if len(paths) > 2:
         _usage_error("emit replay takes a FILE and a LOCATOR")
     if len(paths) == 1:
-        if not (failed and (url or redis_url(None)) and backend is Backend.rq):
+        # Without a file, -u (or --backend rq with a URL variable) names the
+        # failed jobs to requeue; a URL variable alone must not.
+        if not (failed and (url or (backend is Backend.rq and redis_url(None)))):
             _usage_error(
                 "emit replay needs a record or dead-letter FILE before the LOCATOR "
-                "(only --failed --backend rq -u URL LOCATOR works without one)"
+                "(only --failed -u URL LOCATOR works without one: it requeues failed RQ jobs)"
             )
         router = _load(paths[0], app_dir, verbose)
         raise typer.Exit(_requeue_failed(router, url, console))

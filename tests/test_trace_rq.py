@@ -12,6 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+from emitcli.codec import JSONSerializer
 
 ROOT = Path(__file__).resolve().parents[1]
 RQ_WORDS = "tests.graphs.trace_graphs:rq_words"
@@ -147,3 +150,33 @@ def test_trace_and_record_need_a_run_that_is_followed(option, redis_url):
     result = emit("run", RQ_WORDS, "--backend", "rq", "-u", redis_url, "--no-wait", option)
     assert result.returncode == 2
     assert "with --no-wait, nothing is followed" in result.stderr
+
+
+def test_replay_failed_with_only_a_url_requeues_the_graphs_failed_jobs(redis, redis_url):
+    graph = "tests.graphs.trace_graphs:rq_late"
+    first = emit("run", graph, "--backend", "rq", "-u", redis_url, "--json", "--no-wait",
+                 stdin='{"n": 1}\n{"n": 2}\n')  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    burst = [*EMIT, "worker", graph, "-u", redis_url, "-w", "simple", "--burst", "-q"]
+    subprocess.run(burst, cwd=ROOT, timeout=120, check=True, capture_output=True)
+    failed = FailedJobRegistry("default", connection=redis, serializer=JSONSerializer)
+    assert failed.count == 1  # one batch of two messages, past its timeout
+
+    again = emit("replay", "--failed", "-u", redis_url, graph)
+    assert again.returncode == 0, again.stderr
+    assert "queue 'default': 1 failed job requeued" in again.stderr
+    assert failed.count == 0
+    subprocess.run(burst, cwd=ROOT, timeout=120, check=True, capture_output=True,
+                   env={**os.environ, "EMIT_TEST_LATE": ""})  # fmt: skip
+    finished = FinishedJobRegistry("default", connection=redis, serializer=JSONSerializer)
+    assert (failed.count, finished.count) == (0, 1)
+
+    nothing = emit("replay", "--failed", "-u", redis_url, graph)
+    assert "no failed jobs of this graph to requeue" in nothing.stderr
+
+
+def test_replay_without_a_file_needs_an_explicit_url(redis_url):
+    graph = "tests.graphs.trace_graphs:rq_late"
+    result = emit("replay", "--failed", graph, env={"EMIT_REDIS_URL": redis_url})
+    assert result.returncode == 2
+    assert "only --failed -u URL LOCATOR works without one" in result.stderr
