@@ -214,14 +214,14 @@ def run(
     for source in sources:
         # Devices, pipes and process substitution (/dev/fd/63) are read like files.
         if source != STDIN and not os.path.exists(source):
-            _usage_error(f"no input file {source!r}")
+            usage_error(f"no input file {source!r}")
         if source != STDIN and os.path.isdir(source):
-            _usage_error(f"input {source!r} is a directory")
+            usage_error(f"input {source!r} is a directory")
     if field is not None and json_lines:
-        _usage_error("--field names the field of a raw line; with --json the keys are the fields")
+        usage_error("--field names the field of a raw line; with --json the keys are the fields")
     field = field or "line"
     if not field.isidentifier():
-        _usage_error(f"--field {field!r} is not a valid field name")
+        usage_error(f"--field {field!r} is not a valid field name")
     records = read_records(sources, json_lines=json_lines, field=field)
     options = RunOptions(
         backend, output or [], dead_letter, fail_fast, trace, record,
@@ -236,11 +236,8 @@ def _load(locator: str, app_dir: Path | None, verbose: int) -> Router:
     except LoadError as exc:
         if verbose and exc.__cause__ is not None:
             print(format_traceback(exc.__cause__), file=sys.stderr)
-        _usage_error(str(exc))
+        usage_error(str(exc))
     raise AssertionError("unreachable")
-
-
-_usage_error = usage_error
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -360,7 +357,7 @@ def worker(
         )
         rq_worker.connection.ping()
     except EmitError as exc:
-        _usage_error(str(exc))
+        usage_error(str(exc))
     except RedisError as exc:
         say(make_console(), f"cannot reach Redis: {exc}", "red")
         raise typer.Exit(EXIT_FAILED) from None
@@ -420,12 +417,12 @@ def replay(
     console = make_console()
     _setup_logging(verbose)
     if len(paths) > 2:
-        _usage_error("emit replay takes a FILE and a LOCATOR")
+        usage_error("emit replay takes a FILE and a LOCATOR")
     if len(paths) == 1:
         # Without a file, -u (or --backend rq with a URL variable) names the
         # failed jobs to requeue; a URL variable alone must not.
         if not (failed and (url or (backend is Backend.rq and redis_url(None)))):
-            _usage_error(
+            usage_error(
                 "emit replay needs a record or dead-letter FILE before the LOCATOR "
                 "(only --failed -u URL LOCATOR works without one: it requeues failed RQ jobs)"
             )
@@ -433,15 +430,15 @@ def replay(
         raise typer.Exit(_requeue_failed(router, url, console))
     source, locator = paths
     if failed and node:
-        _usage_error("--failed and --node choose differently; give one of them")
+        usage_error("--failed and --node choose differently; give one of them")
     router = _load(locator, app_dir, verbose)
     try:
         chosen = select_nodes(router, node, "--node") if node else set()
         lines = open(source, "rb")  # noqa: SIM115
     except EmitError as exc:
-        _usage_error(str(exc))
+        usage_error(str(exc))
     except OSError as exc:
-        _usage_error(f"cannot read {source!r}: {exc.strerror}")
+        usage_error(f"cannot read {source!r}: {exc.strerror}")
     selection = Selection(failed=failed, nodes=frozenset(chosen))
     with lines:
         records = replay_records(router, source, lines, selection)
@@ -458,7 +455,7 @@ def _requeue_failed(router: Router, url: str | None, console: Any) -> int:
         connection = connect(router, redis_url(url))
         counts = requeue_failed(router, connection)
     except EmitError as exc:
-        _usage_error(str(exc))
+        usage_error(str(exc))
     except RedisError as exc:
         say(console, f"cannot reach Redis: {exc}", "red")
         return EXIT_FAILED
@@ -512,7 +509,7 @@ def inspect_command(
             with open(locator, "rb") as lines:
                 summary = summarise(locator, lines)
         except OSError as exc:
-            _usage_error(f"cannot read {locator!r}: {exc.strerror}")
+            usage_error(f"cannot read {locator!r}: {exc.strerror}")
         _print_report(summary, as_json, render_record_summary)
         raise typer.Exit(EXIT_FAILED if summary["errors"] else EXIT_OK)
 
@@ -523,7 +520,7 @@ def inspect_command(
         try:
             report["live"] = describe_live(router, live_url)
         except EmitError as exc:
-            _usage_error(str(exc))
+            usage_error(str(exc))
     _print_report(report, as_json, render_inspection)
     raise typer.Exit(EXIT_FAILED if report["problems"] else EXIT_OK)
 
@@ -605,14 +602,14 @@ def digraph(
     try:
         data = drawing(to_dot(router, name=name, rankdir=rankdir), output, fmt)
     except RenderError as exc:
-        _usage_error(str(exc))
+        usage_error(str(exc))
     if output is None:
         _write_stdout(data)
         return
     try:
         output.write_bytes(data)
     except OSError as exc:
-        _usage_error(f"cannot write {str(output)!r}: {exc.strerror or exc}")
+        usage_error(f"cannot write {str(output)!r}: {exc.strerror or exc}")
 
 
 # A console script of its own, as in 2013: ``emit_digraph app.router``.
