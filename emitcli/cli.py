@@ -227,7 +227,7 @@ def run(
         backend, output or [], dead_letter, fail_fast, trace, record,
         url, timeout, no_wait, workers, app_dir, quiet, verbose,
     )  # fmt: skip
-    raise typer.Exit(start(router, locator, records, options, console))
+    raise typer.Exit(start(router, locator, records, options, console, inputs=sources))
 
 
 def _load(locator: str, app_dir: Path | None, verbose: int) -> Router:
@@ -446,7 +446,7 @@ def replay(
             backend, output or [], dead_letter, fail_fast, trace, record,
             url, timeout, False, workers, app_dir, quiet, verbose,
         )  # fmt: skip
-        raise typer.Exit(start(router, locator, records, options, console))
+        raise typer.Exit(start(router, locator, records, options, console, inputs=[source]))
 
 
 def _requeue_failed(router: Router, url: str | None, console: Any) -> int:

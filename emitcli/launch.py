@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 from . import throwaway
 from .console import TraceView, make_console, progress, report_failure, say, summary
 from .errors import EmitError
-from .inputs import Record
+from .inputs import STDIN, Record
 from .router.core import Router
 from .router.rq import RQRouter
 from .rqrun import RQRun
@@ -70,9 +71,20 @@ def usage_error(text: str) -> None:
 
 
 def start(
-    router: Router, locator: str, records: Iterator[Record], options: RunOptions, console: Any
+    router: Router,
+    locator: str,
+    records: Iterator[Record],
+    options: RunOptions,
+    console: Any,
+    *,
+    inputs: Iterable[str] = (),
 ) -> int:
-    """Run ``records`` through the graph as the options say; return the exit code."""
+    """Run ``records`` through the graph as the options say; return the exit code.
+
+    ``inputs`` names the files the records are read from (``-`` for stdin), so
+    that a file written by the run is never one it reads.
+    """
+    _check_files_apart(inputs, options)
     if options.backend is Backend.local:
         if options.workers:
             usage_error("--workers starts RQ workers; it works with --backend rq")
@@ -86,6 +98,41 @@ def start(
             usage_error("--workers stop when the run ends: with --no-wait, nothing would run")
         return _run_rq_own_workers(router, locator, records, options, console)
     return _run_rq(router, locator, records, options, console)
+
+
+def _check_files_apart(inputs: Iterable[str], options: RunOptions) -> None:
+    """Refuse a run that would write into a file it reads, or two outputs into one file.
+
+    Appending dead letters to the file being replayed would feed the run its
+    own failures for ever, and ``--record`` truncates its file before a line
+    of it is read.
+    """
+    named = [("--dead-letter", options.dead_letter), ("--record", options.record)]
+    written = [(option, path) for option, path in named if path is not None]
+    for number, (option, path) in enumerate(written):
+        here = _identity(str(path))
+        if here is None:
+            continue
+        for source in inputs:
+            if here == _identity(source):
+                shown = "stdin" if source == STDIN else repr(source)
+                usage_error(
+                    f"{option} {str(path)!r} is also read as input ({shown}): name another file"
+                )
+        for other, other_path in written[number + 1 :]:
+            if here == _identity(str(other_path)):
+                usage_error(f"{option} and {other} name one file {str(path)!r}: give each its own")
+
+
+def _identity(path: str) -> tuple[Any, ...] | None:
+    """What tells one file from another: device and inode (stdin's for ``-``), or the
+    resolved path of a file not made yet; ``None`` for anything but a regular file."""
+    try:
+        status = os.fstat(0) if path == STDIN else os.stat(path)
+    except OSError:
+        return None if path == STDIN else ("new", os.path.realpath(path))
+    # A terminal, a pipe or /dev/null is never a file the run reads back.
+    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
 
 
 class _Listeners:

@@ -117,3 +117,36 @@ def test_a_path_locator_inside_a_package_keeps_its_relative_imports(tmp_path):
     for result in (direct, by_app_dir):
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == {"w": "hi", "@node": "pkg.flow.f"}
+
+
+def test_a_file_the_run_writes_is_refused_when_it_is_also_read(tmp_path):
+    letters = tmp_path / "dead.jsonl"
+    letters.write_text('{"kind": "dead-letter", "node": null, "input": {"document": "a"}}\n')
+    before = letters.read_bytes()
+    replay = [EMIT, "replay", str(letters), WORDS[0], "--dead-letter", str(letters)]
+    with letters.open("rb") as stdin:
+        from_stdin = subprocess.run(
+            [EMIT, "run", *WORDS, "--dead-letter", str(letters)],
+            stdin=stdin,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+    runs = {
+        "replay into its own file": subprocess.run(replay, capture_output=True, cwd=ROOT, timeout=60),
+        "a record over its input": emit(*WORDS, str(letters), "--record", str(letters)),
+        "stdin read from the file": from_stdin,
+    }
+    for case, result in runs.items():
+        assert result.returncode == 2, case
+        assert "also read as input" in str(result.stderr), case
+        assert result.stdout in ("", b""), case
+    assert letters.read_bytes() == before
+
+
+def test_the_record_and_the_dead_letters_cannot_share_a_file(tmp_path):
+    shared = tmp_path / "out.jsonl"
+    result = emit(*WORDS, "--record", str(shared), "--dead-letter", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert "--dead-letter and --record name one file" in result.stderr
+    assert not shared.exists()
