@@ -156,6 +156,7 @@ class Runner:
         self.write_error: OSError | None = None
         self._record: Record | None = None
         self._done = True
+        self._outputs_before = 0
         self._suffix: dict[str, str] = {}
         self.on_record_end = on_record_end
         chosen = select_nodes(router, outputs) if outputs else None
@@ -198,6 +199,7 @@ class Runner:
             for record in records:
                 self._record = record
                 self._done = False
+                self._outputs_before = stats.outputs
                 stats.records += 1
                 if record.fields is None:
                     stats.bad_input += 1
@@ -222,12 +224,20 @@ class Runner:
     def abandon(self, reason: str) -> str:
         """Keep the record in flight in the dead-letter file; return where it was read."""
         assert self._record is not None
+        written = self.stats.outputs - self._outputs_before
+        if written:
+            # A replay prints these again: say so where the record is kept.
+            reason += f" after {written:,} of its output line{'s' if written != 1 else ''}"
         self._letter(Failure(self._record, None, RunStopped(reason), reason))
         return self._record.where
 
     # Output ----------------------------------------------------------------
 
     def _write(self, spec: NodeSpec, fields: dict[str, Any]) -> None:
+        if self.interrupted:
+            # Stopped by a signal: the record in flight goes to the dead
+            # letters whole, so this line is left for its replay to print.
+            raise StopRun
         # The node's key is spliced in before the closing brace rather than
         # copying every message into a new dict with one more key.
         suffix = self._suffix.get(spec.name)
@@ -254,8 +264,6 @@ class Runner:
                 self.write_error = exc
             raise StopRun from None
         self.stats.outputs += 1
-        if self.interrupted:
-            raise StopRun
 
     # Failures --------------------------------------------------------------
 

@@ -191,6 +191,38 @@ def test_ctrl_c_in_the_middle_of_a_record_keeps_whole_lines_and_records_the_reco
     assert "interrupted" in letter["error"]["text"]
 
 
+def test_a_record_stopped_by_ctrl_c_is_printed_or_kept_but_never_both(tmp_path):
+    letters = tmp_path / "dead.jsonl"
+    with spawn(
+        "run",
+        f"{GRAPHS}:napping",
+        "--dead-letter",
+        str(letters),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as emit:
+        emit.stdin.write(b"late\n")
+        emit.stdin.flush()
+        assert read_lines(emit.stderr, 1) == b"started\n"
+
+        emit.send_signal(signal.SIGINT)  # while the node naps, before its output
+        code = emit.wait(timeout=TIMEOUT)
+        out = emit.stdout.read()
+        err = emit.stderr.read()
+
+    assert code == 130
+    assert out == b""
+    assert err.startswith(b"emit: interrupted by SIGINT at <stdin>:1 after 1 record, ")
+    (letter,) = [json.loads(text) for text in letters.read_text().splitlines()]
+    assert letter["input"] == {"line": "late"}
+    assert letter["error"]["text"] == "interrupted by SIGINT"
+
+    replay = run_emit("replay", str(letters), f"{GRAPHS}:napping", "-q")
+    assert replay.returncode == 0
+    assert [obj["line"] for obj in objects(replay.stdout)] == ["late"]
+
+
 def test_a_second_ctrl_c_stops_a_node_that_would_not_finish():
     with spawn(
         "run",

@@ -114,6 +114,17 @@ def hang(msg):
     return msg.line
 
 
+# A node that says it started, then returns its one output a second later.
+napping = Router()
+
+
+@napping.node(("line",), entry_point=True)
+def nap(msg):
+    print("started", flush=True)
+    time.sleep(1)
+    return msg.line
+
+
 # A generator over each line for the memory test; the sink keeps only a total.
 slicer = Router()
 SLICED = {"chars": 0}
