@@ -129,7 +129,34 @@ def _count(n: int, noun: str) -> str:
 TREE_RECORDS = 20
 #: Hops shown under one hop of a tree; the rest are counted.
 TREE_BRANCHES = 12
+#: Hops of one record kept for its tree, so that a record sending millions of
+#: messages does not hold them all; failed hops are kept up to as many again.
+TREE_HOPS = 1_000
 _FIELDS_WIDTH = 72
+
+
+class _Kept:
+    """The hops of one record that its tree will show, and a count of the rest."""
+
+    __slots__ = ("dropped", "dropped_errors", "events", "parents")
+
+    def __init__(self) -> None:
+        self.events: list[HopEvent] = []
+        #: The hops that sent a kept hop its message: a generator's own event
+        #: comes after all it sent, and the tree needs it to hang them on.
+        self.parents: set[Any] = set()
+        self.dropped = 0
+        self.dropped_errors = 0
+
+    def add(self, event: HopEvent) -> None:
+        kept = len(self.events)
+        failed = event.outcome == "error"
+        if kept < TREE_HOPS or (kept < 2 * TREE_HOPS and (failed or event.hop in self.parents)):
+            self.events.append(event)
+            self.parents.add(event.parent)
+            return
+        self.dropped += 1
+        self.dropped_errors += failed
 
 
 class TraceView:
@@ -149,9 +176,9 @@ class TraceView:
         self.console = console
         self.tally = Tally(sample=10_000)
         self.records = 0
-        self._hops: list[HopEvent] = []
+        self._hops = _Kept()
         #: The events of each input record so far; ``None`` once there are too many.
-        self._groups: dict[tuple[str, int], list[HopEvent]] | None = {} if by_record else None
+        self._groups: dict[tuple[str, int], _Kept] | None = {} if by_record else None
 
     def hop(self, event: HopEvent) -> None:
         self.tally.event(event)
@@ -163,15 +190,18 @@ class TraceView:
                 if self.records > TREE_RECORDS:
                     self._groups = None
                     return
-            groups.setdefault(key, []).append(event)
+            kept = groups.get(key)
+            if kept is None:
+                kept = groups[key] = _Kept()
+            kept.add(event)
         elif self.records < TREE_RECORDS:
-            self._hops.append(event)
+            self._hops.add(event)
 
     def record_end(self, record: Record) -> None:
         self.records += 1
         if self.records <= TREE_RECORDS:
             self.console.print(_record_tree(record, self._hops))
-            self._hops = []
+            self._hops = _Kept()
 
     @property
     def long(self) -> bool:
@@ -183,8 +213,8 @@ class TraceView:
         if self.long:
             self.console.print(self.table())
             return
-        for (source, line), hops in sorted((self._groups or {}).items()):
-            self.console.print(_record_tree(Record(source, line, None), hops))
+        for (source, line), kept in sorted((self._groups or {}).items()):
+            self.console.print(_record_tree(Record(source, line, None), kept))
 
     def table(self) -> Table:
         seconds = max(time.monotonic() - self.tally.started, 1e-9)
@@ -207,30 +237,51 @@ class TraceView:
         return self.table() if self.long else Text("")
 
 
-def _record_tree(record: Record, hops: list[HopEvent]) -> Tree:
+def _record_tree(record: Record, kept: _Kept) -> Tree:
     label = Text(record.where, style="bold")
     if record.node is not None:
         label.append(f" to {record.node}")
-    if not hops:
+    if not kept.events:
         label.append(" " + _fields(record.fields or {}), style="dim")
     root = Tree(label)
-    _add_hops(root, hop_tree(hops))
+    _add_hops(root, hop_tree(kept.events), _failing(kept.events))
+    if kept.dropped:
+        more = f"... {_count(kept.dropped, 'more hop')} not kept"
+        failed = f", {kept.dropped_errors:,} failed" if kept.dropped_errors else ""
+        root.add(Text(more + failed, style="bold red" if failed else "dim"))
     return root
 
 
-def _add_hops(branch: Tree, hops: list[Any]) -> None:
-    for event, children in hops[:TREE_BRANCHES]:
+def _failing(events: list[HopEvent]) -> set[Any]:
+    """The hops that failed, and every hop on the way to one."""
+    parents = {event.hop: event.parent for event in events}
+    marked: set[Any] = set()
+    for event in events:
+        hop = event.hop if event.outcome == "error" else None
+        while hop is not None and hop not in marked:
+            marked.add(hop)
+            hop = parents.get(hop)
+    return marked
+
+
+def _add_hops(branch: Tree, hops: list[Any], failing: set[Any]) -> None:
+    # Past the first branches, those that lead to a failure are still drawn:
+    # a tree cut short must not hide where the record failed.
+    rest = hops[TREE_BRANCHES:]
+    failed_later = [hop for hop in rest if hop[0].hop in failing][:TREE_BRANCHES]
+    for event, children in hops[:TREE_BRANCHES] + failed_later:
         label = Text.assemble((event.node, "bold"), " ", (_fields(event.fields), "dim"))
         label.append(f" {duration(event.duration)}")
         if event.outcome == "error":
             label.append(f" {event.error_type}: {event.error_text}", style="bold red")
         elif event.outcome == "no result":
             label.append(" no result", style="dim")
-        _add_hops(branch.add(label), children)
-    if len(hops) > TREE_BRANCHES:
-        rest = hops[TREE_BRANCHES:]
-        errors = sum(1 for event, _ in rest if event.outcome == "error")
-        more = f"... {_count(len(rest), 'more hop')}"
+        _add_hops(branch.add(label), children, failing)
+    if len(rest) > len(failed_later):
+        shown = {id(hop) for hop in failed_later}
+        hidden = [hop for hop in rest if id(hop) not in shown]
+        errors = sum(1 for event, _ in hidden if event.outcome == "error")
+        more = f"... {_count(len(hidden), 'more hop')}"
         branch.add(Text(more + (f", {errors:,} failed" if errors else ""), style="dim"))
 
 

@@ -1,5 +1,6 @@
 """Trace events, ``emit run --trace`` and ``--record``, and the testing helpers."""
 
+import io
 import json
 import os
 import re
@@ -8,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from emitcli.cli import app
 from emitcli.testing import run_graph
-from emitcli.trace import Tally
+from emitcli.console import TREE_HOPS, TraceView
+from emitcli.trace import HopEvent, Tally
 from tests.graphs import trace_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +174,22 @@ def test_a_long_traced_run_ends_with_a_table_per_node():
     assert "hops per node" in text
     row = re.search(rf"{re.escape(name('count'))}\s+(\d+)\s+(\d+)\s+(\d+)", text)
     assert row.groups() == ("60", "30", "30")
+
+
+def test_a_record_that_floods_the_graph_keeps_a_bounded_tree_that_still_shows_its_failure():
+    result = emit("run", "tests.graphs.trace_graphs:flood", "--json", "--trace",
+                  stdin='{"count": 5000, "bad": 4321}\n')  # fmt: skip
+    assert result.exit_code == 1
+    text = result.stderr
+    assert 'spill {"count":5000,"bad":4321}' in text
+    assert re.search(r'drain \{"n":4321,"bad":4321\} \S+ ValueError: cannot drain 4321', text)
+    kept = TREE_HOPS + 2  # the hops kept in full, the failed one and the spill that sent it
+    assert f"... {5001 - kept:,} more hops not kept" in text
+
+    view = TraceView(Console(file=io.StringIO()))
+    for hop in range(1, 50_001):
+        view.hop(HopEvent("r", hop, None, "o", "n", 0, {"i": hop}, 0.0))
+    assert len(view._hops.events) == TREE_HOPS
 
 
 def test_trace_in_a_real_pipe_writes_no_colour_codes(tmp_path):

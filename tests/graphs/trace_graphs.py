@@ -85,3 +85,20 @@ def late(msg):
     if os.environ.get("EMIT_TEST_LATE", "1"):
         time.sleep(5)
     return msg.n
+
+
+# One record that sends thousands of messages, one of which fails far down.
+flood = Router()
+
+
+@flood.node(("n", "bad"), entry_point=True)
+def spill(msg):
+    for n in range(msg.count):
+        yield n, msg.bad
+
+
+@flood.node("n", "spill")
+def drain(msg):
+    if msg.n == msg.bad:
+        raise ValueError(f"cannot drain {msg.n}")
+    return msg.n
