@@ -133,7 +133,9 @@ def test_a_file_the_run_writes_is_refused_when_it_is_also_read(tmp_path):
             timeout=60,
         )
     runs = {
-        "replay into its own file": subprocess.run(replay, capture_output=True, cwd=ROOT, timeout=60),
+        "replay into its own file": subprocess.run(
+            replay, capture_output=True, cwd=ROOT, timeout=60
+        ),
         "a record over its input": emit(*WORDS, str(letters), "--record", str(letters)),
         "stdin read from the file": from_stdin,
     }

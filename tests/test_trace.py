@@ -13,8 +13,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from emitcli.cli import app
-from emitcli.testing import run_graph
 from emitcli.console import TREE_HOPS, TraceView
+from emitcli.testing import run_graph
 from emitcli.trace import HopEvent, Tally
 from tests.graphs import trace_graphs
 
