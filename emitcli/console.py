@@ -30,19 +30,33 @@ if TYPE_CHECKING:
     from .runner import Failure, Stats
 
 
+#: The width of a console that is not a terminal (a log file, a pipe): lines
+#: are not cut at 80 columns there, since nobody reads them in a window.
+UNBOUNDED_WIDTH = 1_000
+
+
 def make_console() -> Console:
     """The stderr console every command prints through."""
+    return _console(stderr=True)
+
+
+def _console(**target: Any) -> Console:
+    """A console with emit's rules: ``COLUMNS`` or the terminal's width, else no cut;
+    no colour codes with ``NO_COLOR``."""
     width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
     # NO_COLOR asks for no colour; rich drops colours but keeps bold, so turn
     # every escape code off.
     plain = bool(os.environ.get("NO_COLOR"))
-    return Console(
-        stderr=True,
+    console = Console(
         highlight=False,
         soft_wrap=True,
         width=width,
         color_system=None if plain else "auto",
+        **target,
     )
+    if width is None and not console.is_terminal:
+        console.width = UNBOUNDED_WIDTH
+    return console
 
 
 def say(console: Console, text: str, style: str | None = None) -> None:
@@ -325,17 +339,8 @@ def render_inspection(report: Mapping[str, Any]) -> str:
 
 
 def _stdout_console() -> Console:
-    # make_console's rules, for stdout: the console is created here, while
-    # the command runs, so it writes to the stdout of that moment.
-    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
-    plain = bool(os.environ.get("NO_COLOR"))
-    return Console(
-        file=sys.stdout,
-        highlight=False,
-        soft_wrap=True,
-        width=width,
-        color_system=None if plain else "auto",
-    )
+    # Created here, while the command runs, so it writes to the stdout of that moment.
+    return _console(file=sys.stdout)
 
 
 def _graph_tree(report: Mapping[str, Any]) -> Tree:

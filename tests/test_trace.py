@@ -208,6 +208,21 @@ def test_trace_in_a_real_pipe_writes_no_colour_codes(tmp_path):
     assert b"g.one" in done.stderr and b"\x1b[" not in done.stderr
 
 
+def test_trace_into_a_log_file_cuts_no_line_at_80_columns():
+    word = "x" * 90
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "emitcli", "run", WORDS, "--trace"],
+        input=f"ok {word}\n".encode(), capture_output=True, timeout=60, cwd=ROOT,
+        env={**env, "EMIT_TEST_BAD_WORD": word},
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    (tree_line,) = [line for line in lines if "── " in line and "ValueError" in line]
+    assert tree_line.endswith(f"ValueError: cannot count '{word}'")
+    assert len(tree_line) > 80
+
+
 def test_a_bad_item_of_a_generator_fails_its_hop_and_the_rest_go_on():
     traced = run_graph(trace_graphs.uneven, [{"x": 1}])
     (event,) = traced.events
