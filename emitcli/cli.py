@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -232,7 +233,10 @@ def run(
 
 def _load(locator: str, app_dir: Path | None, verbose: int) -> Router:
     try:
-        return load_router(locator, app_dir)
+        # stdout is for the command's output only: what the user's modules
+        # print while they load goes to stderr, as what nodes print does.
+        with contextlib.redirect_stdout(sys.stderr):
+            return load_router(locator, app_dir)
     except LoadError as exc:
         if verbose and exc.__cause__ is not None:
             print(format_traceback(exc.__cause__), file=sys.stderr)

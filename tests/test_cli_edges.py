@@ -152,3 +152,16 @@ def test_the_record_and_the_dead_letters_cannot_share_a_file(tmp_path):
     assert result.returncode == 2
     assert "--dead-letter and --record name one file" in result.stderr
     assert not shared.exists()
+
+
+def test_what_a_graph_module_prints_as_it_loads_goes_to_stderr(tmp_path):
+    (tmp_path / "noisy.py").write_text('print("loading the graph")\n' + GRAPH)
+    ran = emit("noisy:router", stdin="ab\n", cwd=tmp_path)
+    inspected = subprocess.run(
+        [EMIT, "inspect", "noisy:router", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == inspected.returncode == 0
+    assert json.loads(ran.stdout) == {"n": 2, "@node": "noisy.measure"}
+    assert json.loads(inspected.stdout)["router"]
+    assert "loading the graph" in ran.stderr and "loading the graph" in inspected.stderr
