@@ -19,6 +19,7 @@ Three selections:
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .messages import ENTRY_POINT
 from .router.core import Router
 
 KINDS = ("hop", "dead-letter", "bad-input", "run")
+_UNUSABLE = "cannot replay: "
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,10 @@ class _Reader:
             error = obj.get("error") or {}
             text = error.get("text") if isinstance(error, dict) else None
             where = Record(str(obj.get("source", "?")), obj.get("line", 0), None).where
-            return self._unusable(number, f"input {where} was never read ({text}); nothing to send")
+            reason = f"input {where} was never read ({text}); nothing to send"
+            if isinstance(text, str) and text.startswith(_UNUSABLE):
+                reason = text.removeprefix(_UNUSABLE)  # a dead letter of a replay: as it was
+            return self._unusable(number, reason, _raw(obj))
         return self._to(obj.get("input_node"), _fields(obj, "input"), number)
 
     def _first(self, obj: dict[str, Any], number: int) -> bool:
@@ -125,7 +130,7 @@ class _Reader:
         return Record(self.path, number, fields, node=node)
 
     def _unusable(self, number: int, reason: str, raw: bytes = b"") -> Record:
-        return Record(self.path, number, None, f"cannot replay: {reason}", raw)
+        return Record(self.path, number, None, _UNUSABLE + reason, raw)
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
@@ -140,6 +145,18 @@ def _fields(obj: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(repr(key))
     return value
+
+
+def _raw(obj: dict[str, Any]) -> bytes:
+    """The bytes of an input line that could not be read, as a dead letter keeps them."""
+    encoded = obj.get("raw_base64")
+    if isinstance(encoded, str):
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except ValueError:
+            pass
+    raw = obj.get("raw")
+    return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else b""
 
 
 def replay_records(

@@ -1,5 +1,7 @@
 """``emit replay``: recorded and dead-lettered messages sent again, after a fix."""
 
+import base64
+import itertools
 import json
 import os
 import subprocess
@@ -131,6 +133,21 @@ def test_an_input_line_that_was_never_read_is_reported_not_sent(tmp_path):
     result = emit("replay", str(letters), WORDS)
     assert result.exit_code == 1
     assert f"{letters}:1: cannot replay: input <stdin>:2 was never read" in result.stderr
+
+
+def test_the_bytes_of_an_unreadable_line_survive_every_generation_of_dead_letters(tmp_path):
+    source = tmp_path / "latin1.txt"
+    source.write_bytes(b"ok\ncaf\xe9\n")
+    generations = [tmp_path / f"dead{n}.jsonl" for n in range(3)]
+    emit("run", WORDS, str(source), "--dead-letter", str(generations[0]))
+    for before, after in itertools.pairwise(generations):
+        emit("replay", str(before), WORDS, "--dead-letter", str(after))
+
+    letters = [json.loads(path.read_text()) for path in generations]
+    assert [base64.b64decode(letter["raw_base64"]) for letter in letters] == [b"caf\xe9"] * 3
+    texts = [letter["error"]["text"] for letter in letters[1:]]
+    assert texts == [f"cannot replay: input {source}:2 was never read "
+                     "(invalid UTF-8 at byte 4); nothing to send"] * 2  # fmt: skip
 
 
 def test_a_replay_of_a_replay_sends_messages_where_they_went_before(tmp_path, recorded):
