@@ -514,6 +514,11 @@ def inspect_command(
                 summary = summarise(locator, lines)
         except OSError as exc:
             usage_error(f"cannot read {locator!r}: {exc.strerror}")
+        if not summary["lines"]:
+            usage_error(
+                f"{locator!r} holds no record or dead-letter lines "
+                "(emit inspect sums up the files of emit run --record and --dead-letter)"
+            )
         _print_report(summary, as_json, render_record_summary)
         raise typer.Exit(EXIT_FAILED if summary["errors"] else EXIT_OK)
 

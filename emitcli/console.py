@@ -472,14 +472,15 @@ def render_record_summary(summary: Mapping[str, Any]) -> str:
         )
     with console.capture() as captured:
         console.print(head)
-        console.print(table)
+        if summary["nodes"]:
+            console.print(table)
         for error in summary["errors"]:
-            console.print(
-                Text.assemble(
-                    ("errors: ", "bold red"),
-                    f"{error['node']} raised {error['type']} {_count(error['count'], 'time')}",
-                )
-            )
+            times = _count(error["count"], "time")
+            if error["node"] is None:
+                what = f"input that could not be read ({error['type']}) {times}"
+            else:
+                what = f"{error['node']} raised {error['type']} {times}"
+            console.print(Text.assemble(("errors: ", "bold red"), what))
         if summary["slowest"]:
             console.print(Text("slowest hops:", style="bold"))
         for hop in summary["slowest"]:

@@ -382,46 +382,55 @@ def hop_tree(events: Iterable[HopEvent]) -> list[tuple[HopEvent, list[Any]]]:
 SLOWEST = 5
 
 
-def summarise(path: str, lines: Iterable[bytes]) -> dict[str, Any]:
-    """A record file in numbers: per node counts, errors and durations, the slowest hops.
+#: The kinds of line a record or a dead-letter file holds.
+RECORD_KINDS = ("run", "hop", "bad-input", "dead-letter")
 
-    Lines that are not hops (the run line, bad input, dead letters) are
-    counted by kind; lines that are not JSON are counted and skipped.
+
+def summarise(path: str, lines: Iterable[bytes]) -> dict[str, Any]:
+    """A record (or dead-letter) file in numbers: per node counts, errors and
+    durations, the slowest hops.
+
+    Lines are counted by kind; a failed hop, a dead letter and bad input each
+    count as an error of their node (``None`` for input that could not be
+    read).  Lines that are none of these kinds are counted as unreadable.
     """
     tally = Tally()
     kinds: dict[str, int] = {}
     runs: list[str] = []
-    errors: dict[tuple[str, str], int] = {}
+    errors: dict[tuple[str | None, str], int] = {}
     slowest: list[tuple[float, int, dict[str, Any]]] = []
     unreadable = 0
     for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
         try:
             obj = json.loads(raw)
         except ValueError:
             obj = None
-        if not isinstance(obj, dict):
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        if kind not in RECORD_KINDS:
             unreadable += 1
             continue
-        kind = obj.get("kind")
-        kinds[str(kind)] = kinds.get(str(kind), 0) + 1
+        assert isinstance(obj, dict)
+        if kind == "hop":
+            try:
+                node, outcome = str(obj["node"]), str(obj["outcome"])
+                duration, sent = float(obj["duration"]), int(obj.get("sent", 0))
+            except (KeyError, TypeError, ValueError):
+                unreadable += 1
+                continue
+            tally.add(node, outcome, sent, duration)
+            slowest.append((duration, number, obj))
+            if len(slowest) > 4 * SLOWEST:
+                slowest = sorted(slowest, key=lambda s: (-s[0], s[1]))[:SLOWEST]
+        kinds[kind] = kinds.get(kind, 0) + 1
         if obj.get("run") and obj["run"] not in runs:
             runs.append(obj["run"])
-        if kind != "hop":
-            continue
-        try:
-            node, outcome = str(obj["node"]), str(obj["outcome"])
-            duration, sent = float(obj["duration"]), int(obj.get("sent", 0))
-        except (KeyError, TypeError, ValueError):
-            unreadable += 1
-            continue
-        tally.add(node, outcome, sent, duration)
-        if outcome == ERROR:
-            error = obj.get("error") or {}
-            key = (node, str(error.get("type")) if isinstance(error, dict) else "?")
+        # A failed hop, a dead letter (a failed node, or input that could not
+        # be read) and bad input are each an error of their node, or of the input.
+        if kind != "run" and (kind != "hop" or outcome == ERROR):
+            key = _error_key(obj)
             errors[key] = errors.get(key, 0) + 1
-        slowest.append((duration, number, obj))
-        if len(slowest) > 4 * SLOWEST:
-            slowest = sorted(slowest, key=lambda s: (-s[0], s[1]))[:SLOWEST]
     slowest = sorted(slowest, key=lambda s: (-s[0], s[1]))[:SLOWEST]
     return {
         "file": path,
@@ -431,7 +440,9 @@ def summarise(path: str, lines: Iterable[bytes]) -> dict[str, Any]:
         "nodes": [_node_summary(node) for node in sorted(tally, key=lambda n: n.node)],
         "errors": [
             {"node": node, "type": kind, "count": count}
-            for (node, kind), count in sorted(errors.items())
+            for (node, kind), count in sorted(
+                errors.items(), key=lambda e: (e[0][0] or "", e[0][1])
+            )
         ],
         "slowest": [
             {
@@ -445,6 +456,15 @@ def summarise(path: str, lines: Iterable[bytes]) -> dict[str, Any]:
             for _, number, obj in slowest
         ],
     }
+
+
+def _error_key(obj: dict[str, Any]) -> tuple[str | None, str]:
+    """The node (``None`` for input) and the error type of a failure line."""
+    node, error = obj.get("node"), obj.get("error")
+    return (
+        node if isinstance(node, str) else None,
+        str(error.get("type")) if isinstance(error, dict) else "?",
+    )
 
 
 def _node_summary(node: NodeTally) -> dict[str, Any]:

@@ -292,3 +292,39 @@ def test_inspect_of_a_record_that_cannot_be_read_exits_2(tmp_path):
     result = emit("inspect", str(tmp_path / "missing.jsonl"))
     assert result.exit_code == 2
     assert "cannot read" in result.stderr
+
+
+def test_inspect_counts_a_hop_line_it_cannot_use_once_and_not_as_a_hop(tmp_path):
+    record = recorded(tmp_path, "the rain\n", bad="")
+    with record.open("a") as more:
+        more.write('{"kind": "hop", "node": "x"}\n{"no": "kind"}\n{"kind": "other"}\n')
+    summary = json.loads(emit("inspect", str(record), "--json").stdout)
+    assert summary["unreadable"] == 3
+    assert summary["lines"]["hop"] == sum(node["hops"] for node in summary["nodes"])
+    assert set(summary["lines"]) == {"run", "hop"}
+
+
+def test_inspect_of_a_dead_letter_file_counts_its_failures_and_exits_1(tmp_path):
+    letters = tmp_path / "dead.jsonl"
+    CliRunner().invoke(
+        app, ["run", WORDS, "--json", "--dead-letter", str(letters)],
+        input='{"line": "bad word bad"}\n{oops\n', env=ENV,
+    )  # fmt: skip
+    result = emit("inspect", str(letters), "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["lines"] == {"dead-letter": 3}
+    assert summary["errors"] == [
+        {"node": None, "type": "InputError", "count": 1},
+        {"node": name("count"), "type": "ValueError", "count": 2},
+    ]
+    page = emit("inspect", str(letters)).stdout
+    assert "errors: input that could not be read (InputError) 1 time" in page
+
+
+def test_inspect_of_a_file_that_is_no_record_exits_2_saying_so(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("just some text\n{}\n")
+    result = emit("inspect", str(text))
+    assert result.exit_code == 2
+    assert "holds no record or dead-letter lines" in result.stderr
