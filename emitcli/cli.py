@@ -55,7 +55,9 @@ Locator = Annotated[
 AppDir = Annotated[
     Path | None,
     typer.Option(
-        "--app-dir", help="Import the graph from this directory (before the current one)."
+        "--app-dir",
+        metavar="DIR",
+        help="Import the graph from this directory (before the current one).",
     ),
 ]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress line and no summary.")]
@@ -72,6 +74,7 @@ RedisURL = Annotated[
     typer.Option(
         "-u",
         "--url",
+        metavar="URL",
         help="Redis URL (else EMIT_REDIS_URL, RQ_REDIS_URL, REDIS_URL, or the router's own).",
         show_default=False,
     ),
@@ -88,6 +91,7 @@ RecordFile = Annotated[
     Path | None,
     typer.Option(
         "--record",
+        metavar="FILE",
         help="Write every hop (node, fields, time, outcome) as a JSON line to this file, "
         "for emit replay and emit inspect.",
         show_default=False,
@@ -105,6 +109,7 @@ Output = Annotated[
     list[str] | None,
     typer.Option(
         "--output",
+        metavar="NODE",
         help="Print what this node sends (repeatable; patterns as in subscriptions). "
         "Default: the sinks, nodes no other node subscribes to.",
         show_default=False,
@@ -115,6 +120,7 @@ DeadLetter = Annotated[
     Path | None,
     typer.Option(
         "--dead-letter",
+        metavar="FILE",
         help="Append each failed record, with its error, as a JSON line to this file.",
         show_default=False,
     ),
@@ -130,6 +136,7 @@ Timeout = Annotated[
     float | None,
     typer.Option(
         "--timeout",
+        metavar="SECONDS",
         help="With --backend rq: give up after this many seconds, naming what is missing.",
         show_default=False,
     ),
@@ -139,6 +146,7 @@ Workers = Annotated[
     int | None,
     typer.Option(
         "--workers",
+        metavar="N",
         min=1,
         help="With --backend rq: start N workers for the run, and a throw-away Redis "
         "unless -u or a URL variable names one; stop them when the run ends.",
@@ -177,7 +185,8 @@ def run(
         typer.Option(
             "--field",
             "-f",
-            help="Field that holds each raw line [default: line].",
+            metavar="NAME",
+            help="Field that holds each raw line (default: line).",
             show_default=False,
         ),
     ] = None,
@@ -206,7 +215,7 @@ def run(
     Output goes to stdout, one compact JSON object per line: the message's fields
     plus "@node", the node that sent it.  Progress, errors, a summary and whatever
     the nodes print go to stderr.  Exit status: 0 all handled, 1 some record or
-    node failed, 2 usage or graph error, 130 interrupted.
+    node failed, 2 usage or graph error, 130 interrupted (143 by SIGTERM).
     """
     console = make_console()
     _setup_logging(verbose)
@@ -300,12 +309,17 @@ def worker(
     ] = WorkerClass.forking,
     max_jobs: Annotated[
         int | None,
-        typer.Option("--max-jobs", help="Quit after this many jobs.", show_default=False),
+        typer.Option(
+            "--max-jobs", metavar="N", help="Quit after this many jobs.", show_default=False
+        ),
     ] = None,
     name: Annotated[
         str | None,
         typer.Option(
-            "--name", help="The worker's name; with -n, their names' prefix.", show_default=False
+            "--name",
+            metavar="NAME",
+            help="The worker's name; with -n, their names' prefix.",
+            show_default=False,
         ),
     ] = None,
     workers: Annotated[
@@ -313,6 +327,7 @@ def worker(
         typer.Option(
             "-n",
             "--workers",
+            metavar="N",
             min=1,
             help="Run a pool of N workers, restarted when they quit unless --burst.",
         ),
@@ -388,6 +403,7 @@ def replay(
         list[str] | None,
         typer.Option(
             "--node",
+            metavar="NODE",
             help="Send the messages that reached this node (repeatable; patterns as in "
             "subscriptions) to that node again.",
             show_default=False,
@@ -473,7 +489,15 @@ def _requeue_failed(router: Router, url: str | None, console: Any) -> int:
 
 @app.command("inspect")
 def inspect_command(
-    locator: Locator,
+    locator: Annotated[
+        str,
+        typer.Argument(
+            help="Where the Router is (module:attr, module.attr or path/to/file.py:attr), "
+            "or a record or dead-letter file to sum up.",
+            metavar="LOCATOR|FILE",
+            show_default=False,
+        ),
+    ],
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the same as one JSON document, for programs."),
@@ -483,6 +507,7 @@ def inspect_command(
         typer.Option(
             "-u",
             "--url",
+            metavar="URL",
             help="Add the live state of the graph's RQ queues on this Redis "
             "(else EMIT_REDIS_URL, RQ_REDIS_URL, REDIS_URL, when set).",
             show_default=False,
@@ -499,9 +524,10 @@ def inspect_command(
     by state and the workers listening on it.  Exit status: 0 no problems,
     1 problems found, 2 the graph cannot be loaded or Redis cannot be reached.
 
-    Given a record file (emit run --record, a .jsonl file) instead of a graph:
-    per node its hops, messages sent, errors and p50/p95/max time, the errors,
-    and the slowest hops; exit status 1 when some hop failed.
+    Given a record or dead-letter file (emit run --record or --dead-letter, a
+    .jsonl file) instead of a graph: per node its hops, messages sent, errors
+    and p50/p95/max time, the errors, and the slowest hops; exit status 1 when
+    something failed, 2 when the file holds no record or dead-letter line.
     """
     # Imported here, where they are used, so that this command stays one block.
     from .console import render_inspection, render_record_summary
@@ -579,6 +605,7 @@ def digraph(
         typer.Option(
             "-T",
             "--format",
+            metavar="FORMAT",
             help="Draw in this Graphviz format whatever the suffix; without -o, "
             "write the drawing to stdout.",
             autocompletion=_graphviz_formats,
@@ -595,16 +622,16 @@ def digraph(
             show_default=False,
         ),
     ] = None,
-    name: Annotated[str, typer.Option("--name", help="Name of the graph in the DOT text.")] = (
-        "router"
-    ),
+    name: Annotated[
+        str, typer.Option("--name", metavar="NAME", help="Name of the graph in the DOT text.")
+    ] = ("router"),
     app_dir: AppDir = None,
     verbose: Verbose = 0,
 ) -> None:
     """Print the graph as Graphviz DOT, or draw it with Graphviz.
 
-    One "origin" -> "destination"; line per route, sorted; entry input comes
-    from "__entry_point".  Drawing needs the Graphviz 'dot' program.  Exit
+    One line per route, sorted, as "origin" -> "destination"; entry input
+    comes from "__entry_point".  Drawing needs the Graphviz 'dot' program.  Exit
     status 2 when the graph cannot be loaded or drawn.
     """
     router = _load(locator, app_dir, verbose)
