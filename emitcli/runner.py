@@ -153,6 +153,8 @@ class Runner:
         self.stats = Stats()
         self.interrupted = False
         self.closed = False
+        #: Stopped at a failure by ``fail_fast``.
+        self.failed_fast = False
         self.write_error: OSError | None = None
         self._record: Record | None = None
         self._done = True
@@ -279,6 +281,7 @@ class Runner:
         self.report(failure)
         self._letter(failure)
         if self.fail_fast:
+            self.failed_fast = True
             raise StopRun
 
     def _letter(self, failure: Failure) -> None:

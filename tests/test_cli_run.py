@@ -275,7 +275,9 @@ def test_fail_fast_stops_at_the_first_failed_record():
     assert result.exit_code == 1
     assert [obj["line"] for obj in objects(result)] == ["A"]
     assert len(failures(result)) == 1
-    assert stderr_lines(result)[-1].startswith("emit: 2 records, 1 message out, 1 error in ")
+    assert stderr_lines(result)[-1].startswith(
+        "emit: stopped at the first failure (--fail-fast) after 2 records, 1 message out, 1 error "
+    )
 
 
 def test_fail_fast_stops_at_bad_input_too():
