@@ -39,6 +39,7 @@ class PatternError(GraphError):
     def __init__(self, node: str, pattern: str, reason: str) -> None:
         self.node = node
         self.pattern = pattern
+        self.reason = reason
         super().__init__(f"node {node!r}: bad pattern {pattern!r}: {reason}")
 
 

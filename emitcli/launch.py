@@ -351,8 +351,8 @@ def _run(
         say(console, summary(stats, stopped=stopped))
         return 128 + watched.signum
     if not quiet:
-        stopped = "stopped at the first failure (--fail-fast)" if runner.failed_fast else None
-        say(console, summary(stats, stopped=stopped))
+        early = "stopped at the first failure (--fail-fast)" if runner.failed_fast else None
+        say(console, summary(stats, stopped=early))
     return EXIT_FAILED if stats.failed else EXIT_OK
 
 

@@ -31,7 +31,10 @@ def load_router(locator: str, app_dir: str | os.PathLike[str] | None = None) -> 
     target = _lookup(module, attr, locator)
     if not isinstance(target, Router):
         kind = type(target).__name__
-        raise LoadError(f"{locator!r} is a {kind}, not an emitcli Router" + _routers_hint(module))
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise LoadError(
+            f"{locator!r} is {article} {kind}, not an emitcli Router" + _routers_hint(module)
+        )
     return target
 
 
@@ -141,6 +144,14 @@ def _lookup(module: ModuleType, attr: str, locator: str) -> Any:
 
 def _routers_hint(module: ModuleType) -> str:
     names = sorted(k for k, v in vars(module).items() if isinstance(v, Router))
+    mine = Path(*module.__name__.split(".")).with_suffix(".py")
+    found = getattr(module, "__file__", None)
+    if not names and mine.is_file() and (found is None or Path(found) != mine.resolve()):
+        # ``calendar:router`` with a calendar.py here imports Python's own calendar.
+        return (
+            f" ({module.__name__!r} is the module at {found or 'built in'}, not ./{mine}, "
+            f"which Python's module of that name hides: rename your file)"
+        )
     if not names:
         return f" (no Router is defined at the top of {module.__name__!r})"
     return f" (Routers in {module.__name__!r}: {', '.join(names)})"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .errors import EmitError, RunStopped
+from .errors import EmitError, PatternError, RunStopped
 from .inputs import Record
 from .local import LocalEngine, StopRun
 from .messages import ENTRY_POINT, Message
@@ -295,7 +295,11 @@ def select_nodes(router: Router, patterns: Iterable[str], option: str = "--outpu
     """Names of the nodes matched by an option's patterns; each must match one."""
     index = NameIndex(router.nodes)
     chosen: set[str] = set()
-    for pattern in as_patterns(list(patterns), option):
+    try:
+        parsed = as_patterns(list(patterns), option)
+    except PatternError as exc:
+        raise EmitError(f"{option} {exc.pattern!r} is not a valid pattern: {exc.reason}") from None
+    for pattern in parsed:
         found = pattern.select(index)
         if not found:
             known = ", ".join(sorted(router.nodes))

@@ -207,7 +207,7 @@ def test_an_output_pattern_that_is_not_a_regular_expression_is_a_usage_error():
 
     assert result.exit_code == 2
     assert len(stderr_lines(result)) == 1
-    assert "'bad['" in result.stderr
+    assert "--output 'bad[' is not a valid pattern: " in result.stderr
 
 
 def test_what_a_node_prints_goes_to_stderr_and_stdout_holds_only_json():

@@ -248,6 +248,20 @@ def test_an_object_that_is_not_a_router_is_refused_naming_its_type():
     assert line.startswith(f"emit: '{GRAPHS}:not_a_router' is a dict, not an emitcli Router")
 
 
+def test_an_integer_is_refused_with_an_and_a_function_with_a():
+    for name, says in [("an_int", "is an int,"), ("a_function", "is a function,")]:
+        line = assert_one_line_and_exit_2(emit_run(f"{GRAPHS}:{name}"))
+        assert f"'{GRAPHS}:{name}' {says} not an emitcli Router" in line
+
+
+def test_a_graph_file_hidden_by_a_module_python_has_is_named_as_the_cause(tmp_path):
+    write_graph(tmp_path, "calendar", "x")
+
+    line = assert_one_line_and_exit_2(emit_run("calendar:router", cwd=tmp_path))
+
+    assert "not ./calendar.py, which Python's module of that name hides: rename your file" in line
+
+
 @pytest.mark.parametrize(
     ("locator", "says"),
     [

@@ -167,3 +167,8 @@ def orphan(msg):
 
 # Not a Router at all.
 not_a_router = {"nodes": []}
+an_int = 3
+
+
+def a_function():
+    """Not a Router either."""
