@@ -79,14 +79,16 @@ def _open(source: str, stdin: IO[bytes] | None) -> Iterator[IO[bytes]]:
 def _records(stream: IO[bytes], source: str, json_lines: bool, field: str) -> Iterator[Record]:
     first = True
     for number, raw in enumerate(stream, 1):
-        if raw.endswith(b"\n"):
-            raw = raw[:-1]
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
         if first:
             first = False
             if raw.startswith(BOM):
                 raw = raw[len(BOM) :]
+                if not raw:  # a file that is only a byte order mark holds no line
+                    return
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -255,8 +255,9 @@ def test_a_second_ctrl_c_stops_a_node_that_would_not_finish():
 # Input bytes ---------------------------------------------------------------
 
 
-def test_empty_input_exits_zero_at_once_with_only_the_summary():
-    result = run_emit("run", f"{GRAPHS}:echo")
+@pytest.mark.parametrize("stdin", [b"", b"\xef\xbb\xbf"], ids=["nothing", "only a BOM"])
+def test_empty_input_exits_zero_at_once_with_only_the_summary(stdin):
+    result = run_emit("run", f"{GRAPHS}:echo", stdin=stdin)
 
     assert result.returncode == 0
     assert result.stdout == b""
