@@ -38,6 +38,28 @@ def load_router(locator: str, app_dir: str | os.PathLike[str] | None = None) -> 
     return target
 
 
+def find_loaded(locator: str) -> Any:
+    """What ``locator`` names among the modules already imported, importing nothing.
+
+    ``None`` when it names nothing loaded.  How a worker started for one graph
+    checks a job's locator: loading it to compare would run whatever code the
+    job names.
+    """
+    try:
+        module_part, attr = _split(locator)
+    except LoadError:
+        return None
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        path = str(Path(module_part).resolve())
+        found = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path]
+        target: Any = found[0] if found else None
+    else:
+        target = sys.modules.get(module_part)
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
 def _extend_path(app_dir: str | os.PathLike[str] | None) -> None:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:

@@ -16,7 +16,7 @@ import pytest
 
 from emitcli import Router
 from emitcli.errors import LoadError
-from emitcli.loader import load_router
+from emitcli.loader import find_loaded, load_router
 
 ROOT = Path(__file__).resolve().parents[1]
 EMIT = str(Path(sys.executable).with_name("emit"))
@@ -309,3 +309,15 @@ def test_the_error_raised_to_the_library_caller_is_a_load_error_with_the_cause(m
 
     assert isinstance(caught.value.__cause__, NameError)
     assert "tests.graphs.broken_import" not in sys.modules
+
+
+def test_find_loaded_knows_every_name_of_a_loaded_router_and_imports_nothing(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    router = load_router("examples.rq.graph:router")
+    names = ["examples.rq.app:router", "examples.rq.graph.router", "examples/rq/graph.py:router"]
+
+    assert [find_loaded(name) for name in names] == [router] * 3
+    assert find_loaded("this:router") is None
+    assert find_loaded("examples/rq/tasks.py:nothing") is None
+    assert "this" not in sys.modules

@@ -26,7 +26,8 @@ from rq.registry import FailedJobRegistry
 from typer.testing import CliRunner
 
 from emitcli.cli import app
-from emitcli.router.rq import RQRouter, run_keys
+from emitcli.codec import JSONSerializer
+from emitcli.router.rq import JOB_FUNCTION, RQRouter, run_keys
 from emitcli.throwaway import free_port
 from tests.graphs import rq_naps
 
@@ -195,6 +196,29 @@ def test_a_burst_worker_of_each_class_runs_the_word_count_and_exits_0(
 
     assert worker.wait(timeout=60) == 0
     assert word_counts([v.decode() for v in redis.lrange(run_keys(run)["out"], 0, -1)]) == COUNTS
+
+
+@pytest.mark.parametrize("worker_class", ["simple", "forking"])
+def test_a_worker_refuses_a_job_naming_another_graph_without_importing_it(
+    worker_class, redis, tmp_path, start_worker
+):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    jobs = [
+        queue.enqueue(JOB_FUNCTION, {"graph": f"{evil}:router", "node": "x", "items": []}),
+        queue.enqueue(JOB_FUNCTION, {"graph": "this:router", "node": "x", "items": []}),
+        queue.enqueue(JOB_FUNCTION, {"node": "x", "items": []}),
+    ]
+    worker = start_worker("examples.rq.graph:router", "--burst", "-w", worker_class)
+
+    assert worker.wait(timeout=60) == 0
+    assert not marker.exists()
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == JobStatus.FAILED
+        assert "refused: " in job.latest_result().exc_string
 
 
 def test_a_stock_rq_worker_runs_emits_jobs_and_the_word_counts_come_out(redis_url, redis):

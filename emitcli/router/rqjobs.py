@@ -66,12 +66,15 @@ def preload(router: Router, locator: str) -> None:
 
 def run_batch(payload: dict[str, Any]) -> dict[str, int]:
     """The RQ job: run one node on a batch of messages and send on what it returns."""
-    router = _graph(payload["graph"])
-    spec = router.nodes.get(payload["node"])
-    if spec is None:
+    if not isinstance(payload, dict):
         raise EmitError(
-            f"refused: job names {payload['node']!r}, which is not a node of {payload['graph']!r}"
+            f"refused: the job's argument is {type(payload).__name__}, not emit's batch"
         )
+    router = _graph(payload.get("graph"))
+    node = payload.get("node")
+    spec = router.nodes.get(node) if isinstance(node, str) else None
+    if spec is None:
+        raise EmitError(f"refused: job names {node!r}, which is not a node of {payload['graph']!r}")
     return Batch(router, spec, payload).run()
 
 
@@ -103,18 +106,18 @@ def horse_killed(job: Job, pid: int, status: int, rusage: Any) -> None:
 
 def settle(job: Job, connection: Redis, kind: str, text: str) -> None:
     """Log a job that failed as a whole; book its messages as failed unless RQ retries it."""
-    payload = job.args[0]
+    payload = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
     retrying = bool(job.retries_left and job.retries_left > 0)
     if retrying:
         log.warning(
             "job %s for node %r failed (%s); RQ retries it (retries left: %d, this one included)",
             job.id,
-            payload["node"],
+            payload.get("node"),
             text,
             job.retries_left,
         )
     else:
-        log.error("job %s for node %r failed: %s", job.id, payload["node"], text)
+        log.error("job %s for node %r failed: %s", job.id, payload.get("node"), text)
     if not payload.get("track"):
         return
     home = _home(payload, connection)
@@ -127,7 +130,7 @@ def settle(job: Job, connection: Redis, kind: str, text: str) -> None:
 def _home(payload: dict[str, Any], connection: Redis) -> Redis:
     """The Redis of a job's run: its graph's own connection, where the job was sent from."""
     try:
-        router = _graph(payload["graph"])
+        router = _graph(payload.get("graph"))
     except Exception:
         # The graph is what failed (a job naming another graph); the job's
         # own Redis is the only one known.
@@ -135,22 +138,26 @@ def _home(payload: dict[str, Any], connection: Redis) -> Redis:
     return getattr(router, "redis_connection", None) or connection
 
 
-def _graph(locator: str) -> Router:
+def _graph(locator: Any) -> Router:
+    if not isinstance(locator, str):
+        raise EmitError(f"refused: the job names no graph (its 'graph' is {locator!r})")
     router = _graphs.get(locator)
     if router is not None:
         return router
-    from ..loader import load_router
+    from ..loader import find_loaded, load_router
 
-    router = load_router(locator)
     if _preloaded is not None:
+        # Another name for the same router (app:router, graph:router) is fine;
+        # it is looked up among the modules loaded already, never imported, so
+        # a job cannot make this worker run code of its choosing.
+        router = find_loaded(locator)
         if router is not _graphs[_preloaded]:
-            # Another name for the same router (app:router, graph:router) is
-            # fine; another graph is not what this worker was started for.
             raise EmitError(
                 f"refused: this worker runs the graph {_preloaded!r}, the job names {locator!r}"
             )
         _graphs[locator] = router
         return router
+    router = load_router(locator)
     _keep(router, locator)
     return router
 
