@@ -15,7 +15,7 @@ import typer
 from redis.exceptions import RedisError
 from typer.completion import completion_init, get_completion_script
 
-from . import __version__
+from . import __version__, throwaway
 from .console import make_console, say
 from .digraph import RankDir, RenderError, drawing, to_dot
 from .errors import EmitError, LoadError
@@ -352,6 +352,7 @@ def worker(
     """
     # emit's log (a node that raised, a dead work horse) at the level of RQ's.
     _setup_logging(0 if quiet else verbose + 1)
+    throwaway.watch_parent()
     router = _load(locator, app_dir, verbose)
     level = "WARNING" if quiet else "DEBUG" if verbose else "INFO"
     try:

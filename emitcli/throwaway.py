@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,8 @@ STOP_SECONDS = 10.0
 WORKER_CLASS = "simple"
 
 _PR_SET_PDEATHSIG = 1
+#: Names, in the environment of a child, the process that started it.
+PARENT_VARIABLE = "EMIT_RUN_PID"
 
 
 class StartError(EmitError):
@@ -188,6 +191,7 @@ def spawn(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        env={**os.environ, PARENT_VARIABLE: str(os.getpid())},
         **options,
     )
 
@@ -227,6 +231,32 @@ def _wait(processes: Sequence[subprocess.Popen[bytes]], seconds: float) -> bool:
         except subprocess.TimeoutExpired:
             return False
     return True
+
+
+def watch_parent() -> None:
+    """In a worker started for a run: stop as the run would have stopped it, should
+    the run die without doing so.
+
+    The kernel sends such a worker one SIGTERM when the run dies (see
+    :func:`_die_with_parent`); a worker with a job in hand then finishes it,
+    and RQ may wait for ever for the run's Redis, gone with the run.  So the
+    rest of :func:`stop` is done here: a second SIGTERM after WARM_SECONDS,
+    and an exit STOP_SECONDS later.
+    """
+    parent = os.environ.pop(PARENT_VARIABLE, None)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        time.sleep(WARM_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_SECONDS)
+        log.warning("the run that started this worker is gone; exiting")
+        os._exit(1)
+
+    threading.Thread(target=watch, name="emit-watch-run", daemon=True).start()
 
 
 def _die_with_parent() -> None:

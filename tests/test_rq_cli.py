@@ -25,6 +25,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from typer.testing import CliRunner
 
+from emitcli import throwaway
 from emitcli.cli import app
 from emitcli.codec import JSONSerializer
 from emitcli.router.rq import JOB_FUNCTION, RQRouter, run_keys
@@ -306,6 +307,30 @@ def test_cat_of_a_text_through_two_throwaway_workers_gives_the_local_word_counts
     assert processes_naming(f"127.0.0.1:{port}") == []
     with pytest.raises(RedisConnectionError), Redis.from_url(url) as gone:
         gone.ping()
+
+
+@pytest.mark.slow
+def test_workers_of_a_run_killed_outright_stop_too_even_with_a_job_in_hand():
+    lines = "".join(json.dumps({"n": n, "seconds": 1}) + "\n" for n in range(20))
+    command = [EMIT, "run", NAPS, "--json", "--backend", "rq", "--workers", "2"]
+    run = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, cwd=ROOT, env=NO_URL_ENV)  # fmt: skip
+    run.stdin.write(lines.encode())
+    run.stdin.close()
+    ours = f"-m emitcli worker {NAPS} "
+    deadline = time.monotonic() + 60
+    while len(workers := processes_naming(ours)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    url = re.search(r" -u (\S+)", workers[0]).group(1)
+    with Redis.from_url(url) as redis:
+        assert redis.blpop([rq_naps.STARTED], timeout=30)  # a job in hand
+
+    run.kill()
+    run.wait()
+    deadline = time.monotonic() + throwaway.WARM_SECONDS + throwaway.STOP_SECONDS + 10
+    while processes_naming(ours) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_naming(ours) == []
 
 
 @pytest.mark.skipif(
