@@ -232,17 +232,27 @@ def _run_rq_own_workers(
     except throwaway.StartError as exc:
         say(console, str(exc), "red")
         return EXIT_USAGE
-    except KeyboardInterrupt:  # while the server or the workers start or stop
-        say(console, "interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # while the server or the workers start or stop
+        signum = _signal_of(exc)
+        say(console, f"interrupted by {signum.name}")
+        return 128 + signum
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt."""
+
+
+def _signal_of(exc: KeyboardInterrupt) -> signal.Signals:
+    return signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
 
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM interrupts as Ctrl-C does, so that what the run started is stopped too."""
+    """SIGTERM interrupts as Ctrl-C does, so that what the run started is stopped too;
+    the exit status still tells the two apart (143, 130)."""
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise _Terminated
 
     saved = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -286,17 +296,21 @@ def _run_rq(
             listeners.recorder.start(run.run_id, locator, "rq")
         shown = not options.quiet and not options.no_wait
         try:
-            with progress(console, run.stats, enabled=shown, above=listeners.view):
+            with (
+                _sigterm_interrupts(),
+                progress(console, run.stats, enabled=shown, above=listeners.view),
+            ):
                 run.submit(records, follow=not options.no_wait)
                 if options.no_wait:
                     out.write(run.run_id.encode() + b"\n")
                     # A record refused while enqueuing (bad input, too big) is a failure.
                     return EXIT_FAILED if run.stats.failed else EXIT_OK
                 finished = run.follow(options.timeout)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = _signal_of(exc)
             goes_on = "stopped with its workers" if own_workers else "goes on in the workers"
-            say(console, f"interrupted; run {run.run_id} {goes_on}")
-            return EXIT_INTERRUPTED
+            say(console, f"interrupted by {signum.name}; run {run.run_id} {goes_on}")
+            return 128 + signum
         except RedisError as exc:
             say(console, f"lost Redis: {exc}", "red")
             return EXIT_FAILED

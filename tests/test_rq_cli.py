@@ -309,6 +309,39 @@ def test_cat_of_a_text_through_two_throwaway_workers_gives_the_local_word_counts
         gone.ping()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("own", [False, True], ids=["on a named Redis", "with its own workers"])
+def test_a_followed_rq_run_stopped_by_a_signal_says_so_and_exits_128_plus_it(
+    signum, own, redis_url, redis
+):
+    where = ["--workers", "1"] if own else ["-u", redis_url]
+    command = [EMIT, "run", NAPS, "--json", "--backend", "rq", *where]
+    run = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, cwd=ROOT, env=NO_URL_ENV)  # fmt: skip
+    run.stdin.write(b'{"n": 1, "seconds": 30}\n')
+    run.stdin.close()
+    deadline = time.monotonic() + 60
+    while own and not (workers := processes_naming(f"-m emitcli worker {NAPS} ")):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    url = re.search(r" -u (\S+)", workers[0]).group(1) if own else redis_url
+    with Redis.from_url(url) as redis:
+        # Enqueued (and taken by the run's worker, if any): the run follows it now.
+        while not (redis.llen("rq:queue:default") or redis.llen(rq_naps.STARTED)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    run.send_signal(signum)
+    code = run.wait(timeout=30)
+    err = run.stderr.read().decode()
+    run.stdout.close()
+    run.stderr.close()
+
+    assert code == 128 + signum
+    goes_on = "stopped with its workers" if own else "goes on in the workers"
+    assert re.search(rf"^emit: interrupted by {signum.name}; run \w+ {goes_on}$", err, re.M)
+
+
 @pytest.mark.slow
 def test_workers_of_a_run_killed_outright_stop_too_even_with_a_job_in_hand():
     lines = "".join(json.dumps({"n": n, "seconds": 1}) + "\n" for n in range(20))
