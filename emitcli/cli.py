@@ -20,6 +20,7 @@ from .console import make_console, say
 from .digraph import RankDir, RenderError, drawing, to_dot
 from .errors import EmitError, LoadError
 from .inputs import STDIN, read_records
+from .inspection import unreachable
 from .launch import (
     EXIT_FAILED,
     EXIT_OK,
@@ -379,7 +380,7 @@ def worker(
     except EmitError as exc:
         usage_error(str(exc))
     except RedisError as exc:
-        say(make_console(), f"cannot reach Redis: {exc}", "red")
+        say(make_console(), unreachable(getattr(router, "redis_connection", None), exc), "red")
         raise typer.Exit(EXIT_FAILED) from None
     rq_worker.work(
         burst=burst, max_jobs=max_jobs, logging_level=level, with_scheduler=with_scheduler
@@ -478,7 +479,7 @@ def _requeue_failed(router: Router, url: str | None, console: Any) -> int:
     except EmitError as exc:
         usage_error(str(exc))
     except RedisError as exc:
-        say(console, f"cannot reach Redis: {exc}", "red")
+        say(console, unreachable(getattr(router, "redis_connection", None), exc), "red")
         return EXIT_FAILED
     total = sum(counts.values())
     for queue, count in counts.items():

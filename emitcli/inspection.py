@@ -135,6 +135,11 @@ def mask_password(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
+def unreachable(connection: Any, exc: BaseException) -> str:
+    """The line that says a Redis cannot be reached: where, and why, no password shown."""
+    return f"cannot reach Redis at {_redis_url(connection)}: {mask_password(str(exc))}"
+
+
 # Live state ----------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from . import throwaway
 from .console import TraceView, make_console, progress, report_failure, say, summary
 from .errors import EmitError
 from .inputs import STDIN, Record
+from .inspection import unreachable
 from .router.core import Router
 from .router.rq import RQRouter
 from .rqrun import RQRun
@@ -273,12 +274,16 @@ def _run_rq(
 ) -> int:
     """Enqueue the records on RQ and, unless --no-wait, follow the run to its end."""
     try:
-        connect(router, redis_url(url or options.url))
+        connection = connect(router, redis_url(url or options.url))
         assert isinstance(router, RQRouter)
         # Workers import the graph the way this command did.
         router.locator = locator
+        connection.ping()
     except EmitError as exc:
         usage_error(str(exc))
+    except RedisError as exc:
+        say(console, unreachable(connection, exc), "red")
+        return EXIT_FAILED
 
     def report(where: str, node: str | None, text: str, record: dict[str, Any]) -> None:
         # Errors of emit's own (too big, the hop limit) name the node already.

@@ -242,17 +242,25 @@ def test_a_stock_rq_worker_runs_emits_jobs_and_the_word_counts_come_out(redis_ur
     assert word_counts([v.decode() for v in redis.lrange(run_keys(run)["out"], 0, -1)]) == COUNTS
 
 
-def test_a_worker_that_cannot_reach_redis_says_so_and_exits_1():
-    url = f"redis://127.0.0.1:{free_port()}/0"
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker", "examples.rq.graph:router"],
+        ["run", *WORD_COUNT],
+        ["replay", "--failed", "examples.rq.graph:router"],
+    ],
+    ids=["worker", "run", "replay --failed"],
+)
+def test_a_command_that_cannot_reach_redis_names_it_in_one_line_and_exits_1(command):
+    port = free_port()
     result = subprocess.run(
-        [EMIT, "worker", "examples.rq.graph:router", "-u", url],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+        [EMIT, *command, "-u", f"redis://:secret@127.0.0.1:{port}/0"],
+        input="a b\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
     assert result.returncode == 1
-    assert "cannot reach Redis" in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"emit: cannot reach Redis at redis://127.0.0.1:{port}/0: ")
+    assert "secret" not in line
 
 
 # emit run --backend rq --workers N --------------------------------------------
