@@ -87,8 +87,15 @@ def start(
     """
     _check_files_apart(inputs, options)
     if options.backend is Backend.local:
-        if options.workers:
-            usage_error("--workers starts RQ workers; it works with --backend rq")
+        rq_only = {
+            "--workers": options.workers,
+            "--timeout": options.timeout is not None,
+            "--no-wait": options.no_wait,
+            "-u/--url": options.url,
+        }
+        for option, given in rq_only.items():
+            if given:
+                usage_error(f"{option} is for RQ runs; it works with --backend rq")
         return _run_local(router, locator, records, options, console)
     if options.output or options.fail_fast or options.dead_letter:
         usage_error("--output, --fail-fast and --dead-letter work with --backend local only")

@@ -399,12 +399,22 @@ def test_without_redis_server_on_path_the_throwaway_redis_is_redislites(tmp_path
     ("args", "complaint"),
     [
         (["--backend", "rq", "--workers", "2", "--no-wait"], "--no-wait"),
-        (["--workers", "2"], "--backend rq"),
+        (["--workers", "2"], "--workers is for RQ runs; it works with --backend rq"),
+        (["--timeout", "3"], "--timeout is for RQ runs"),
+        (["--no-wait"], "--no-wait is for RQ runs"),
+        (["-u", "redis://127.0.0.1:1/0"], "-u/--url is for RQ runs"),
         (["--backend", "rq", "--workers", "0"], "--workers"),
     ],
-    ids=["with --no-wait", "with the local backend", "zero workers"],
+    ids=[
+        "with --no-wait",
+        "local with --workers",
+        "local with --timeout",
+        "local with --no-wait",
+        "local with -u",
+        "zero workers",
+    ],
 )
-def test_workers_for_a_run_are_refused_where_they_could_not_run_it(args, complaint):
+def test_rq_options_are_refused_where_they_could_not_work(args, complaint):
     result = CliRunner().invoke(
         app, ["run", "examples.rq.graph:router", "--field", "document", *args], input="a b\n"
     )
