@@ -619,6 +619,7 @@ def digraph(
         typer.Option(
             "--rankdir",
             case_sensitive=False,
+            metavar="TB|LR|BT|RL",
             help="Lay out top to bottom (TB, the Graphviz default), left to right (LR), "
             "bottom to top (BT) or right to left (RL).",
             show_default=False,
