@@ -219,7 +219,7 @@ def run(
     node failed, 2 usage or graph error, 130 interrupted (143 by SIGTERM).
     """
     console = make_console()
-    _setup_logging(verbose)
+    _setup_logging(verbose, rq=True)
     router = _load(locator, app_dir, verbose)
     sources = files or [STDIN]
     for source in sources:
@@ -274,10 +274,21 @@ _log_handler = _StderrHandler()
 _log_handler.setFormatter(logging.Formatter("emit: %(levelname)s %(name)s: %(message)s"))
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, *, rq: bool = False) -> None:
     logger = logging.getLogger("emitcli")
     logger.addHandler(_log_handler)  # a no-op when this process ran the command before
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+    if rq:
+        # A run that follows RQ jobs reports what RQ's own warnings say (a job
+        # whose worker died, failed by a registry's cleanup) in its own words;
+        # RQ's reach stderr with -v only, instead of through logging's last resort.
+        rq_logger = logging.getLogger("rq")
+        keep, drop = (_log_handler, _no_log) if verbose else (_no_log, _log_handler)
+        rq_logger.removeHandler(drop)
+        rq_logger.addHandler(keep)
+
+
+_no_log = logging.NullHandler()
 
 
 WorkerQuiet = Annotated[
@@ -437,7 +448,7 @@ def replay(
     summary and exit status are those of emit run.
     """
     console = make_console()
-    _setup_logging(verbose)
+    _setup_logging(verbose, rq=True)
     if len(paths) > 2:
         usage_error("emit replay takes a FILE and a LOCATOR")
     if len(paths) == 1:

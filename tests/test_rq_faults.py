@@ -158,6 +158,7 @@ def test_a_killed_workers_job_without_retry_fails_and_each_message_is_reported(
     assert (code, out) == (1, [])
     for line in ("<stdin>:1", "<stdin>:2"):
         assert f"{line}: node '{NODES}stall_always' worker died" in log
+    assert "Registry" not in log  # RQ's own words for it stay out, without -v
     assert the_pending_count(redis) == 0
     assert FailedJobRegistry("default", connection=redis).count == 1
 
