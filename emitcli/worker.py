@@ -277,13 +277,51 @@ class GraphPool(WorkerPool):
         self.prefix = name
         self.max_jobs = max_jobs
         self.with_scheduler = with_scheduler
+        self.logging_level = "INFO"
+
+    def start(self, burst: bool = False, logging_level: str = "INFO") -> None:
+        self.logging_level = logging_level
+        super().start(burst=burst, logging_level=logging_level)
+
+    def start_worker(
+        self,
+        count: int | None = None,
+        burst: bool = True,
+        _sleep: float = 0,
+        logging_level: str | None = None,
+    ) -> None:
+        # RQ's pool starts a replacement at its default level, INFO, whatever
+        # -q or -v said for the first ones.
+        level = logging_level or self.logging_level
+        super().start_worker(count, burst=burst, _sleep=_sleep, logging_level=level)
+
+    def handle_dead_worker(self, worker_data: Any) -> None:
+        code = worker_data.process.exitcode
+        if code and self.status != self.Status.STOPPED:
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            self.log.warning(
+                "worker %s (pid %d) died (%s); a new one takes its place",
+                self._rq_name(worker_data.name),
+                worker_data.pid,
+                how,
+            )
+            # Its registration would say it is idle until it expires in minutes.
+            dead = Worker.find_by_key(
+                Worker.redis_worker_namespace_prefix + self._rq_name(worker_data.name),
+                connection=self.connection,
+            )
+            if dead is not None:
+                dead.register_death()
+        super().handle_dead_worker(worker_data)
+
+    def _rq_name(self, name: str) -> str:
+        # Each worker needs a name of its own, a restarted one too.
+        return f"{self.prefix}-{name[:8]}" if self.prefix else name
 
     def get_worker_process(
         self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO"
     ) -> BaseProcess:
-        if self.prefix:
-            # Each worker needs a name of its own, a restarted one too.
-            name = f"{self.prefix}-{name[:8]}"
+        name = self._rq_name(name)
         return multiprocessing.get_context("fork").Process(
             target=self._work, args=(name, burst, logging_level), name=f"emit worker {name}"
         )

@@ -242,6 +242,33 @@ def test_a_stock_rq_worker_runs_emits_jobs_and_the_word_counts_come_out(redis_ur
     assert word_counts([v.decode() for v in redis.lrange(run_keys(run)["out"], 0, -1)]) == COUNTS
 
 
+def test_a_pool_says_a_worker_died_and_its_quiet_replacement_takes_its_place(
+    redis, start_worker, tmp_path
+):
+    pool = start_worker(NAPS, "-w", "simple", "-n", "2", "--name", "pool")
+    deadline = time.monotonic() + 30
+    while len(Worker.all(connection=redis)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    children = [int(p) for p in (Path("/proc") / str(pool.pid) / "task" / str(pool.pid)
+                                 / "children").read_text().split()]  # fmt: skip
+    os.kill(children[0], signal.SIGKILL)
+
+    log = tmp_path / "worker-0.log"
+    while f"(pid {children[0]}) died (killed by SIGKILL)" not in log.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    # The dead one unregistered (not shown idle until it expires), the new one registered.
+    def registered() -> list[int]:
+        return sorted(worker.pid for worker in Worker.all(connection=redis))
+
+    while len(registered()) != 2 or children[0] in registered():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "started with PID" not in log.read_text()  # -q holds for the replacement too
+
+
 @pytest.mark.parametrize(
     "command",
     [
