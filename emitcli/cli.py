@@ -742,4 +742,8 @@ def main() -> None:
         sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    # Integers keep every digit (DESIGN.md): Python refuses to read or write
+    # one of more than 4,300 digits unless told, a guard for services parsing
+    # untrusted text that a command the user runs on their own data lifts.
+    sys.set_int_max_str_digits(0)
     app()

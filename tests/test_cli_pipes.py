@@ -319,6 +319,14 @@ def test_a_line_of_several_megabytes_passes_whole_in_raw_and_json_mode():
     assert [obj["received"] for obj in objects(as_json.stdout)] == [{"big": big}]
 
 
+def test_an_integer_of_ten_thousand_digits_passes_through_with_every_digit():
+    digits = "9" * 5_000 + "1" * 5_000
+    result = run_emit("run", f"{GRAPHS}:fields", "--json", stdin=b'{"n": %s}\n' % digits.encode())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b'{"received":{"n":' + digits.encode() + b"},")
+
+
 def test_a_lone_surrogate_escaped_in_json_input_comes_out_as_the_same_escape():
     stdin = b'{"a": "\\ud800 and \\u00e9"}\n{"a": "after"}\n'
 
