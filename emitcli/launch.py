@@ -32,7 +32,7 @@ from .router.rq import RQRouter
 from .rqrun import RQRun
 from .runner import Failure, Runner, format_traceback
 from .trace import HopEvent, RecordWriter
-from .worker import connect, redis_url
+from .worker import connect, redis_url, unheard_queues
 
 #: Exit codes, as DESIGN.md fixes them.
 EXIT_OK = 0
@@ -312,6 +312,8 @@ def _run_rq(
                 _sigterm_interrupts(),
                 progress(console, run.stats, enabled=shown, above=listeners.view),
             ):
+                if not (own_workers or options.no_wait):
+                    _warn_unheard(router, locator, console)
                 run.submit(records, follow=not options.no_wait)
                 if options.no_wait:
                     out.write(run.run_id.encode() + b"\n")
@@ -339,6 +341,20 @@ def _run_rq(
     if not options.quiet and not run.closed:
         say(console, summary(stats))
     return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+def _warn_unheard(router: Router, locator: str, console: Any) -> None:
+    """Say so when no worker listens on a queue of the run: it would wait for one, silently."""
+    assert isinstance(router, RQRouter)
+    unheard = unheard_queues(router)
+    if unheard:
+        names = ", ".join(repr(name) for name in unheard)
+        say(
+            console,
+            f"no worker listens on queue {names} yet; the run waits for one "
+            f"(start it with: emit worker {locator} -u URL)",
+            "yellow",
+        )
 
 
 def _run(

@@ -67,6 +67,13 @@ def graph_queues(router: Router) -> list[str]:
     return list(dict.fromkeys(_queue(spec) for spec in router.nodes.values()))
 
 
+def unheard_queues(router: RQRouter) -> list[str]:
+    """The queues of the router's own Redis that no worker listens on, in graph order."""
+    home, names = listening(router, [])
+    heard = {name for worker in Worker.all(connection=home) for name in worker.queue_names()}
+    return [name for name in names if name not in heard]
+
+
 def listening(router: RQRouter, queues: Sequence[str]) -> tuple[Redis, list[str]]:
     """The Redis a worker for ``queues`` listens on, and the queues.
 

@@ -242,6 +242,26 @@ def test_a_stock_rq_worker_runs_emits_jobs_and_the_word_counts_come_out(redis_ur
     assert word_counts([v.decode() for v in redis.lrange(run_keys(run)["out"], 0, -1)]) == COUNTS
 
 
+def test_a_run_says_when_no_worker_listens_on_its_queue(redis_url, redis, start_worker):
+    def run(stdin: str, timeout: str) -> subprocess.CompletedProcess[str]:
+        command = [EMIT, "run", NAPS, "--json", "--backend", "rq", "-u", redis_url]
+        return subprocess.run([*command, "--timeout", timeout], input=stdin, capture_output=True,
+                              text=True, cwd=ROOT, env=NO_URL_ENV, timeout=60)  # fmt: skip
+
+    alone = run('{"n": 1, "seconds": 0}\n', timeout="1")
+    assert alone.returncode == 1
+    assert "emit: no worker listens on queue 'default' yet; the run waits for one" in alone.stderr
+
+    start_worker(NAPS, "-w", "simple")
+    deadline = time.monotonic() + 30
+    while not Worker.all(connection=redis):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    heard = run('{"n": 2, "seconds": 0}\n', timeout="30")
+    assert heard.returncode == 0, heard.stderr
+    assert "no worker listens" not in heard.stderr
+
+
 def test_a_pool_says_a_worker_died_and_its_quiet_replacement_takes_its_place(
     redis, start_worker, tmp_path
 ):
