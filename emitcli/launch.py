@@ -38,7 +38,8 @@ from .worker import connect, redis_url, unheard_queues
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+#: After a signal, 128 plus its number, as shells report it: 130 for Ctrl-C, 143 for SIGTERM.
+EXIT_SIGNALLED = 128
 
 
 class Backend(StrEnum):
@@ -243,7 +244,7 @@ def _run_rq_own_workers(
     except KeyboardInterrupt as exc:  # while the server or the workers start or stop
         signum = _signal_of(exc)
         say(console, f"interrupted by {signum.name}")
-        return 128 + signum
+        return EXIT_SIGNALLED + signum
 
 
 class _Terminated(KeyboardInterrupt):
@@ -324,7 +325,7 @@ def _run_rq(
             signum = _signal_of(exc)
             goes_on = "stopped with its workers" if own_workers else "goes on in the workers"
             say(console, f"interrupted by {signum.name}; run {run.run_id} {goes_on}")
-            return 128 + signum
+            return EXIT_SIGNALLED + signum
         except RedisError as exc:
             say(console, f"lost Redis: {exc}", "red")
             return EXIT_FAILED
@@ -391,7 +392,7 @@ def _run(
             # named in it and kept in the dead-letter file, not reported apart.
             stopped += f" at {runner.abandon(stopped)}"
         say(console, summary(stats, stopped=stopped))
-        return 128 + watched.signum
+        return EXIT_SIGNALLED + watched.signum
     if not quiet:
         early = "stopped at the first failure (--fail-fast)" if runner.failed_fast else None
         say(console, summary(stats, stopped=early))
