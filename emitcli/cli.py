@@ -559,7 +559,7 @@ def inspect_command(
                 "(emit inspect sums up the files of emit run --record and --dead-letter)"
             )
         _print_report(summary, as_json, render_record_summary)
-        raise typer.Exit(EXIT_FAILED if summary["errors"] else EXIT_OK)
+        raise typer.Exit(EXIT_FAILED if summary["errors"] or summary["unreadable"] else EXIT_OK)
 
     router = _load(locator, app_dir, verbose)
     report = describe(router)

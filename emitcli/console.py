@@ -476,8 +476,11 @@ def render_record_summary(summary: Mapping[str, Any]) -> str:
             console.print(table)
         for error in summary["errors"]:
             times = _count(error["count"], "time")
-            if error["node"] is None:
-                what = f"input that could not be read ({error['type']}) {times}"
+            if error["node"] is None and error["type"] == "InputError":
+                what = f"input that could not be read {times}"
+            elif error["node"] is None:
+                # A record stopped by Ctrl-C or sys.exit(): no node failed.
+                what = f"records stopped part-way ({error['type']}) {times}"
             else:
                 what = f"{error['node']} raised {error['type']} {times}"
             console.print(Text.assemble(("errors: ", "bold red"), what))

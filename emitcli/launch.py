@@ -135,13 +135,15 @@ def _check_files_apart(inputs: Iterable[str], options: RunOptions) -> None:
 
 def _identity(path: str) -> tuple[Any, ...] | None:
     """What tells one file from another: device and inode (stdin's for ``-``), or the
-    resolved path of a file not made yet; ``None`` for anything but a regular file."""
+    resolved path of a file not made yet; ``None`` for a device (/dev/null, a terminal)."""
     try:
         status = os.fstat(0) if path == STDIN else os.stat(path)
     except OSError:
         return None if path == STDIN else ("new", os.path.realpath(path))
-    # A terminal, a pipe or /dev/null is never a file the run reads back.
-    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
+    # A pipe counts: ``--record /dev/stdin`` would write into the input it reads.
+    if stat.S_ISREG(status.st_mode) or stat.S_ISFIFO(status.st_mode):
+        return (status.st_dev, status.st_ino)
+    return None
 
 
 class _Listeners:
@@ -229,6 +231,9 @@ def _run_rq_own_workers(
     one is named; all stopped when it ends."""
     url = redis_url(options.url)
     assert options.workers
+    if not isinstance(router, RQRouter):
+        # Checked before a server and workers start only to say the same.
+        usage_error(f"the graph's router is a {type(router).__name__}; RQ needs an RQRouter")
     try:
         with (
             _sigterm_interrupts(),

@@ -229,7 +229,7 @@ class Runner:
         written = self.stats.outputs - self._outputs_before
         if written:
             # A replay prints these again: say so where the record is kept.
-            reason += f" after {written:,} of its output line{'s' if written != 1 else ''}"
+            reason += f"; {written:,} of its output lines were printed before"
         self._letter(Failure(self._record, None, RunStopped(reason), reason))
         return self._record.where
 

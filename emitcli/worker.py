@@ -56,7 +56,12 @@ def connect(router: Router, url: str | None) -> Redis:
     if not isinstance(router, RQRouter):
         raise EmitError(f"the graph's router is a {type(router).__name__}; RQ needs an RQRouter")
     if url:
-        router.redis_connection = Redis.from_url(url)
+        try:
+            router.redis_connection = Redis.from_url(url)
+        except ValueError as exc:
+            from .inspection import mask_password  # which imports this module
+
+            raise EmitError(f"not a Redis URL: {mask_password(url)} ({exc})") from None
     if router.redis_connection is None:
         raise EmitError("no Redis to use: pass -u URL or set EMIT_REDIS_URL")
     return router.redis_connection

@@ -165,3 +165,13 @@ def test_what_a_graph_module_prints_as_it_loads_goes_to_stderr(tmp_path):
     assert json.loads(ran.stdout) == {"n": 2, "@node": "noisy.measure"}
     assert json.loads(inspected.stdout)["router"]
     assert "loading the graph" in ran.stderr and "loading the graph" in inspected.stderr
+
+
+def test_an_output_file_that_is_the_input_pipe_is_refused():
+    for option in ("--record", "--dead-letter"):
+        result = subprocess.run(
+            f"printf 'a b\\n' | {EMIT} run {' '.join(WORDS)} {option} /dev/stdin",
+            shell=True, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, option
+        assert f"{option} '/dev/stdin' is also read as input (stdin)" in result.stderr

@@ -262,6 +262,30 @@ def test_a_run_says_when_no_worker_listens_on_its_queue(redis_url, redis, start_
     assert "no worker listens" not in heard.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["worker", "examples.rq.graph:router"], ["run", *WORD_COUNT]],
+    ids=["worker", "run"],
+)
+def test_a_malformed_redis_url_is_one_line_and_exit_2(command):
+    url = "http://user:secret@127.0.0.1:1/0"
+    result = subprocess.run(
+        [EMIT, *command, "-u", url], input="a\n", capture_output=True, text=True, cwd=ROOT,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("emit: not a Redis URL: http://user:***@127.0.0.1:1/0 (")
+
+
+def test_a_run_with_its_own_workers_refuses_a_plain_router_before_starting_anything():
+    result = CliRunner().invoke(app, ["run", "examples.simple.graph:router", "--backend", "rq",
+                                      "--workers", "1"], input="a b\n")  # fmt: skip
+    assert result.exit_code == 2
+    assert "the graph's router is a Router; RQ needs an RQRouter" in result.stderr
+    assert "throw-away" not in result.stderr
+
+
 def test_a_pool_says_a_worker_died_and_its_quiet_replacement_takes_its_place(
     redis, start_worker, tmp_path
 ):

@@ -279,12 +279,13 @@ def test_inspect_of_a_record_names_the_errors_and_the_slowest_hops(tmp_path):
     assert "(input <stdin>:1, record line" in result.stdout
 
 
-def test_inspect_of_a_clean_record_exits_0_and_counts_lines_it_cannot_read(tmp_path):
+def test_inspect_of_a_clean_record_exits_0_and_1_once_it_has_lines_it_cannot_read(tmp_path):
     record = recorded(tmp_path, "the rain\n", bad="")
+    assert emit("inspect", str(record)).exit_code == 0
     with record.open("a") as more:
         more.write("{not json\n[1, 2]\n")
     result = emit("inspect", str(record), "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert json.loads(result.stdout)["unreadable"] == 2
 
 
@@ -319,7 +320,7 @@ def test_inspect_of_a_dead_letter_file_counts_its_failures_and_exits_1(tmp_path)
         {"node": name("count"), "type": "ValueError", "count": 2},
     ]
     page = emit("inspect", str(letters)).stdout
-    assert "errors: input that could not be read (InputError) 1 time" in page
+    assert "errors: input that could not be read 1 time" in page
 
 
 def test_inspect_of_a_file_that_is_no_record_exits_2_saying_so(tmp_path):
@@ -328,3 +329,15 @@ def test_inspect_of_a_file_that_is_no_record_exits_2_saying_so(tmp_path):
     result = emit("inspect", str(text))
     assert result.exit_code == 2
     assert "holds no record or dead-letter lines" in result.stderr
+
+
+def test_inspect_names_a_record_stopped_part_way_as_such(tmp_path):
+    letters = tmp_path / "dead.jsonl"
+    letters.write_text(json.dumps({
+        "kind": "dead-letter", "run": "r", "source": "-", "line": 1, "node": None,
+        "error": {"type": "RunStopped", "text": "interrupted by SIGINT"}, "message": None,
+        "input": {"line": "a"},
+    }) + "\n")  # fmt: skip
+    result = emit("inspect", str(letters))
+    assert result.exit_code == 1
+    assert "errors: records stopped part-way (RunStopped) 1 time" in result.stdout
