@@ -211,6 +211,15 @@ def test_a_worker_refuses_a_job_naming_another_graph_without_importing_it(
         queue.enqueue(JOB_FUNCTION, {"graph": f"{evil}:router", "node": "x", "items": []}),
         queue.enqueue(JOB_FUNCTION, {"graph": "this:router", "node": "x", "items": []}),
         queue.enqueue(JOB_FUNCTION, {"node": "x", "items": []}),
+        queue.enqueue(
+            JOB_FUNCTION,
+            {
+                "graph": "examples.rq.graph:router",
+                "node": "examples.rq.tasks.emit_words",
+                "run": "r",
+                "items": [["not", "a", "message"]],
+            },
+        ),
     ]
     worker = start_worker("examples.rq.graph:router", "--burst", "-w", worker_class)
 

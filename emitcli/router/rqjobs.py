@@ -75,7 +75,29 @@ def run_batch(payload: dict[str, Any]) -> dict[str, int]:
     spec = router.nodes.get(node) if isinstance(node, str) else None
     if spec is None:
         raise EmitError(f"refused: job names {node!r}, which is not a node of {payload['graph']!r}")
+    _check_batch(payload)
     return Batch(router, spec, payload).run()
+
+
+def _check_batch(payload: dict[str, Any]) -> None:
+    """Refuse a batch that is not what :class:`~emitcli.router.rq.Sender` enqueues."""
+    items = payload.get("items")
+    well_formed = (
+        isinstance(payload.get("run"), str)
+        and isinstance(items, list)
+        and all(
+            isinstance(item, list)
+            and len(item) == 5
+            and isinstance(item[0], dict)
+            and isinstance(item[3], int)
+            for item in items
+        )
+    )
+    if not well_formed:
+        raise EmitError(
+            "refused: the job's batch is not emit's "
+            "(a 'run' id and 'items' of [fields, origin, parent, hops, where])"
+        )
 
 
 def batch_failed(job: Job, connection: Redis, kind: type, value: BaseException, tb: Any) -> None:
