@@ -467,14 +467,17 @@ def replay(
     router = _load(locator, app_dir, verbose)
     try:
         chosen = select_nodes(router, node, "--node") if node else set()
-        lines = open(source, "rb")  # noqa: SIM115
+        if source == STDIN:  # as emit run reads "-"; left open for whoever owns it
+            lines: Any = contextlib.nullcontext(sys.stdin.buffer)
+        else:
+            lines = open(source, "rb")  # noqa: SIM115
     except EmitError as exc:
         usage_error(str(exc))
     except OSError as exc:
         usage_error(f"cannot read {source!r}: {exc.strerror}")
     selection = Selection(failed=failed, nodes=frozenset(chosen))
-    with lines:
-        records = replay_records(router, source, lines, selection)
+    with lines as stream:
+        records = replay_records(router, source, stream, selection)
         options = RunOptions(
             backend, output or [], dead_letter, fail_fast, trace, record,
             url, timeout, False, workers, app_dir, quiet, verbose,

@@ -73,6 +73,13 @@ def test_replay_failed_from_a_dead_letter_file_gives_the_same(recorded):
     assert outputs(again) == Counter({line("BAD"): 2})
 
 
+def test_replay_reads_a_dead_letter_file_from_stdin_given_a_dash(recorded):
+    _, _, letters = recorded
+    again = emit("replay", "-", WORDS, "--failed", fixed=True, stdin=letters.read_text())
+    assert again.exit_code == 0
+    assert outputs(again) == Counter({line("BAD"): 2})
+
+
 def test_replay_by_default_sends_each_original_input_once(recorded):
     _, record, letters = recorded
     fixed = emit("run", WORDS, stdin=TEXT, fixed=True)
