@@ -406,7 +406,7 @@ def replay(
     paths: Annotated[
         list[str],
         typer.Argument(
-            help="The record or dead-letter file, then the graph's locator. "
+            help="The record or dead-letter file ('-': stdin), then the graph's locator. "
             "With --failed and -u and no file: requeue the graph's failed RQ jobs.",
             metavar="[FILE] LOCATOR",
             show_default=False,
