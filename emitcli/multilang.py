@@ -41,7 +41,8 @@ MODE_VARIABLE = "EMIT_SHELL_MODE"
 PROTOCOL_VARIABLE = "EMIT_SHELL_PROTOCOL"
 
 _CHUNK = 1 << 16
-_STDERR_LINE = 1 << 16  # longer stderr lines are logged in pieces of this size
+_STDERR_LINE = 1 << 16  # stderr is read in pieces of at most this size
+_STDERR_SHOWN = 2_000  # bytes of one stderr line that are logged
 _STDERR_TAIL = 5  # stderr lines kept to explain a failure
 _QUOTE = 160  # bytes of offending output quoted in an error
 _GRACE = 5.0  # seconds a persistent child gets to exit once its stdin is closed
@@ -562,12 +563,31 @@ def _marker(decoder: _Decoder) -> str:
 
 
 def _log_stderr(stream: IO[bytes], node: str, tail: collections.deque[str]) -> None:
-    """Log each line the child writes to stderr, one record a line, until it closes."""
+    """Log each line the child writes to stderr, one record a line, until it closes.
+
+    A line is read in pieces and logged once it ends, cut to its first
+    :data:`_STDERR_SHOWN` bytes: a child that dumps a megabyte on one line
+    must not flood the log with it.
+    """
     with stream:
+        head, size = b"", 0
         for raw in iter(lambda: stream.readline(_STDERR_LINE), b""):
-            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-            tail.append(line)
-            log.warning("node %r stderr: %s", node, line, extra={"node": node})
+            if size < _STDERR_SHOWN:
+                head += raw[: _STDERR_SHOWN - size]
+            size += len(raw)
+            if raw.endswith(b"\n"):
+                _log_line(node, tail, head, size)
+                head, size = b"", 0
+        if size:
+            _log_line(node, tail, head, size)
+
+
+def _log_line(node: str, tail: collections.deque[str], head: bytes, size: int) -> None:
+    line = head.rstrip(b"\r\n").decode("utf-8", "replace")
+    if size > len(head):
+        line += f" ... ({size:,} bytes in all)"
+    tail.append(line)
+    log.warning("node %r stderr: %s", node, line, extra={"node": node})
 
 
 def _close_quietly(stream: IO[bytes] | None) -> None:

@@ -493,6 +493,24 @@ def test_a_child_writing_1mb_to_stdout_and_300kb_to_stderr_finishes_three_messag
     assert len(stderr) == 3 * 300
 
 
+def test_a_300kb_stderr_line_is_logged_once_cut_to_its_first_2000_bytes(graph, caplog):
+    code = """
+    for message in messages():
+        print("x" * 300_000, file=sys.stderr)
+        print("after", file=sys.stderr, flush=True)
+        send(1); done()
+    """
+    node = graph(child(code, mode="persistent"))
+
+    with caplog.at_level(logging.WARNING, "emitcli.multilang"):
+        node(go=True)
+        node.node.close()
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "emitcli.multilang"]
+    prefix = f"node {node.name!r} stderr: "
+    assert logged == [prefix + "x" * 2000 + " ... (300,001 bytes in all)", prefix + "after"]
+
+
 def test_a_1mb_message_reaches_a_child_that_writes_1mb_before_reading_it(graph):
     # The child fills its stdout pipe before it reads a byte of stdin: a node
     # that wrote the whole message before reading would wait for ever.
