@@ -10,6 +10,7 @@ hand then ends failed, or requeued when its node has ``retry`` left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, SpawnWorker, Worker
 from rq.job import Job
 from rq.utils import now
@@ -317,13 +319,15 @@ class GraphPool(WorkerPool):
                 worker_data.pid,
                 how,
             )
-            # Its registration would say it is idle until it expires in minutes.
-            dead = Worker.find_by_key(
-                Worker.redis_worker_namespace_prefix + self._rq_name(worker_data.name),
-                connection=self.connection,
-            )
-            if dead is not None:
-                dead.register_death()
+            # Its registration would say it is idle until it expires in minutes;
+            # with Redis away, it expires as it would have.
+            with contextlib.suppress(RedisError):
+                dead = Worker.find_by_key(
+                    Worker.redis_worker_namespace_prefix + self._rq_name(worker_data.name),
+                    connection=self.connection,
+                )
+                if dead is not None:
+                    dead.register_death()
         super().handle_dead_worker(worker_data)
 
     def _rq_name(self, name: str) -> str:
